@@ -1,0 +1,207 @@
+"""The project's settings: one `config.json` in the original design's shape, each key overridable by env.
+
+An environment variable `SHOPREC__SECTION__KEY` (JSON or a bare string) overrides `section.key`; unknown keys
+and out-of-range values fail fast with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping, get_type_hints
+
+ENV_PREFIX = "SHOPREC__"
+CONFIG_ENV = "SHOPREC_CONFIG"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """Sentence-transformers model name or local folder; all-MiniLM-L6-v2 loads offline from its package."""
+    hybrid_alpha: float = 0.2
+    """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1]."""
+    top_k: int = 10
+    """How many recommendations each user gets."""
+    candidates: int = 200
+    """Candidates per source (FAISS content neighbours, behavioural neighbours) before fusion."""
+    faiss_index: str = "flat"
+    """`flat` (exact inner product), `hnsw` or `ivf` (approximate, for large catalogs)."""
+    similar_products: int = 20
+    """Nearest neighbours published per product."""
+    event_weights: dict = field(default_factory=lambda: {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0})
+    """Weight of each event type in profiles and co-occurrence; a rating's weight is scaled by (stars - 2.5)."""
+    recency_half_life_days: float = 30.0
+    """An event this many days older than the newest event counts half."""
+    neighbors_per_item: int = 100
+    """Item-to-item neighbours kept per product in the behavioural model (keeps it sparse)."""
+    encode_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    input_dir: str = "data/sample"
+    """Folder with `products.{csv,parquet,jsonl}` and `interactions.{csv,parquet,jsonl}`."""
+    warehouse: str = "warehouse.duckdb"
+    """The published DuckDB file; the FAISS index is written beside it."""
+    cache_dir: str = ".cache"
+    """Embedding cache (kept between runs)."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str = "0 2 * * *"
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    debug: bool = False
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    items_per_page: int = 12
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    base_dir: Path = field(default=PROJECT_ROOT, compare=False)
+    """Relative paths in `data` resolve against the config file's folder."""
+
+    def path(self, relative: str) -> Path:
+        candidate = Path(relative)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def input_dir(self) -> Path:
+        return self.path(self.data.input_dir)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.path(self.data.warehouse)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path(self.data.cache_dir)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _section_dict(getattr(self, f.name)) for f in fields(self) if f.name != "base_dir"}
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in fields(section)}
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the config file (default: $SHOPREC_CONFIG or ./config.json), apply env overrides, validate."""
+    environ = os.environ if environ is None else environ
+    path = Path(path or environ.get(CONFIG_ENV) or PROJECT_ROOT / "config.json")
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    elif path != PROJECT_ROOT / "config.json":
+        raise ConfigError(f"config file {path} does not exist")
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX):
+            _apply_override(raw, name, value)
+    return _build(raw, base_dir=path.resolve().parent)
+
+
+def _apply_override(raw: dict[str, Any], name: str, value: str) -> None:
+    parts = name[len(ENV_PREFIX):].lower().split("__")
+    if len(parts) != 2:
+        raise ConfigError(f"environment variable {name}: expected {ENV_PREFIX}SECTION__KEY")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    raw.setdefault(parts[0], {})[parts[1]] = parsed
+
+
+def _build(raw: dict[str, Any], base_dir: Path) -> Settings:
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a JSON object")
+    sections = {f.name: f for f in fields(Settings) if f.name != "base_dir"}
+    built: dict[str, Any] = {}
+    for section_name, values in raw.items():
+        if section_name not in sections:
+            raise ConfigError(f"unknown config key '{section_name}' (known: {', '.join(sections)})")
+        section_type = get_type_hints(Settings)[section_name]
+        built[section_name] = _build_section(section_name, section_type, values)
+    settings = Settings(**built, base_dir=base_dir)
+    _validate(settings)
+    return settings
+
+
+def _build_section(section_name: str, section_type: type, values: Any) -> Any:
+    assert is_dataclass(section_type)
+    if not isinstance(values, dict):
+        raise ConfigError(f"config key '{section_name}' must be an object")
+    hints = get_type_hints(section_type)
+    known = {f.name for f in fields(section_type)}
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{section_name}.{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key '{full}' (known: {', '.join(sorted(known))})")
+        kwargs[key] = _coerce(full, hints[key], value)
+    return section_type(**kwargs)
+
+
+def _coerce(key: str, expected: type, value: Any) -> Any:
+    if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if expected is bool and isinstance(value, bool):
+        return value
+    if expected is str and isinstance(value, str):
+        return value
+    if expected is dict and isinstance(value, dict):
+        return value
+    raise ConfigError(f"config key '{key}' must be {expected.__name__}, got {value!r}")
+
+
+def _validate(settings: Settings) -> None:
+    model = settings.model
+    checks = [
+        ("model.hybrid_alpha", 0.0 <= model.hybrid_alpha <= 1.0, "must be between 0 and 1"),
+        ("model.top_k", model.top_k >= 1, "must be at least 1"),
+        ("model.candidates", model.candidates >= model.top_k, "must be at least model.top_k"),
+        ("model.faiss_index", model.faiss_index in {"flat", "hnsw", "ivf"}, "must be one of flat, hnsw, ivf"),
+        ("model.similar_products", model.similar_products >= 1, "must be at least 1"),
+        ("model.recency_half_life_days", model.recency_half_life_days > 0, "must be positive"),
+        ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
+        ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
+        ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
+        ("frontend.items_per_page", settings.frontend.items_per_page >= 1, "must be at least 1"),
+        ("schedule.cron", len(settings.schedule.cron.split()) == 5, "must be a five-field cron expression"),
+    ]
+    for key, ok, message in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}' {message}")
+    from pipeline.ingest import EVENT_TYPES
+
+    for event_type, weight in model.event_weights.items():
+        if event_type not in EVENT_TYPES:
+            raise ConfigError(f"config key 'model.event_weights.{event_type}': unknown event type "
+                              f"(known: {', '.join(EVENT_TYPES)})")
+        if not isinstance(weight, (int, float)) or weight < 0:
+            raise ConfigError(f"config key 'model.event_weights.{event_type}' must be a non-negative number")
