@@ -1,0 +1,25 @@
+"""The behavioural model asset: item-to-item similarity from co-engagement."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.reporting import frame_metadata, reported
+from assets.resources import ShopSettings
+from pipeline.behavior import ItemCooccurrence
+from pipeline.profiles import interaction_matrix
+
+
+@dg.asset(group_name="behavior", kinds={"scipy"})
+def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
+                   interactions: pl.DataFrame) -> dg.Output[ItemCooccurrence]:
+    """Item-item cosine over which users engaged with both products; sparse, top neighbours per product."""
+    model = settings.get().model
+    with reported(context) as meta:
+        matrix = interaction_matrix(interactions, products["product_id"].to_list(), model.event_weights,
+                                    model.recency_half_life_days)
+        fitted = ItemCooccurrence(neighbors_per_item=model.neighbors_per_item).fit(
+            matrix.weights, matrix.product_ids)
+        pairs = fitted.pairs()
+        meta.update(frame_metadata(pairs), products_with_neighbors=pairs["product_id"].n_unique())
+    return dg.Output(fitted, metadata=meta)

@@ -1,0 +1,59 @@
+"""Content assets: product embeddings, the FAISS index over them, and users' content profiles."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.reporting import frame_metadata, reported
+from assets.resources import ShopSettings
+from pipeline.embeddings import ProductEmbeddings, embed_products
+from pipeline.profiles import UserProfiles, build_user_profiles
+from pipeline.vector_index import SavedIndex, build_index, save_index, similar_products
+from pipeline.warehouse import index_path
+
+
+@dg.asset(group_name="content", kinds={"pytorch"})
+def product_embeddings(context: dg.AssetExecutionContext, settings: ShopSettings,
+                       products: pl.DataFrame) -> dg.Output[ProductEmbeddings]:
+    """L2-normalized sentence embeddings of title + category + attributes + description.
+
+    Cached by a hash of the text and model name: unchanged products are never encoded twice."""
+    config = settings.get()
+    with reported(context) as meta:
+        embeddings = embed_products(products, config.model.embedding_model,
+                                    config.cache_dir / "embeddings.duckdb", config.model.encode_batch_size)
+        meta.update({"dagster/row_count": len(embeddings.product_ids), "encoded": embeddings.encoded,
+                     "from_cache": embeddings.cached, "dimensions": int(embeddings.vectors.shape[1]),
+                     "model": config.model.embedding_model})
+    return dg.Output(embeddings, metadata=meta)
+
+
+@dg.asset(group_name="content", kinds={"faiss"})
+def faiss_index(context: dg.AssetExecutionContext, settings: ShopSettings,
+                product_embeddings: ProductEmbeddings) -> dg.Output[SavedIndex]:
+    """A FAISS inner-product index over the embeddings, saved beside the warehouse (one file per run),
+    and each product's nearest neighbours."""
+    config = settings.get()
+    with reported(context) as meta:
+        index = build_index(product_embeddings.vectors, config.model.faiss_index)
+        path = index_path(config.warehouse_path, context.run_id)
+        save_index(index, product_embeddings.product_ids, path)
+        similar = similar_products(index, product_embeddings.vectors, product_embeddings.product_ids,
+                                   config.model.similar_products)
+        meta.update(frame_metadata(similar), path=dg.MetadataValue.path(str(path)), kind=config.model.faiss_index,
+                    vectors=index.ntotal)
+    return dg.Output(SavedIndex(path=path, kind=config.model.faiss_index, similar=similar), metadata=meta)
+
+
+@dg.asset(group_name="content", kinds={"numpy"})
+def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, interactions: pl.DataFrame,
+                  product_embeddings: ProductEmbeddings) -> dg.Output[UserProfiles]:
+    """Each user's content profile: the mean of their products' embeddings, weighted by event type
+    (purchase > cart > view) and recency."""
+    model = settings.get().model
+    with reported(context) as meta:
+        profiles = build_user_profiles(interactions, product_embeddings.product_ids, product_embeddings.vectors,
+                                       model.event_weights, model.recency_half_life_days)
+        meta.update(frame_metadata(profiles.summary), users=len(profiles.matrix.user_ids),
+                    user_product_pairs=profiles.matrix.weights.nnz)
+    return dg.Output(profiles, metadata=meta)

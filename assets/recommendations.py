@@ -1,0 +1,36 @@
+"""The recommendations asset: top-K per user from fused content and behavioural scores."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.reporting import frame_metadata, reported
+from assets.resources import ShopSettings
+from pipeline.behavior import ItemCooccurrence
+from pipeline.embeddings import ProductEmbeddings
+from pipeline.profiles import UserProfiles
+from pipeline.recommend import RecommendationSettings, recommend
+from pipeline.vector_index import SavedIndex, load_index
+
+
+@dg.asset(group_name="recommend", kinds={"polars"})
+def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
+                    product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
+                    user_profiles: UserProfiles, behavior_model: ItemCooccurrence) -> dg.Output[pl.DataFrame]:
+    """Top-K products per user, `alpha * behavioral + (1 - alpha) * content`, purchased and
+    out-of-stock products excluded, with the history items that contributed most as evidence."""
+    model = settings.get().model
+    with reported(context) as meta:
+        index, index_ids = load_index(faiss_index.path)
+        if index_ids != product_embeddings.product_ids or behavior_model.product_ids_ != index_ids:
+            raise ValueError("products of the index, embeddings and behavioural model disagree; rerun all assets")
+        in_stock = products["in_stock"].to_numpy()
+        ranked = recommend(user_profiles.matrix, user_profiles.vectors, product_embeddings.vectors, index,
+                           behavior_model, in_stock,
+                           RecommendationSettings(model.hybrid_alpha, model.top_k, model.candidates))
+        per_user = ranked.group_by("user_id").len()
+        meta.update(frame_metadata(ranked), users=per_user.height,
+                    users_with_fewer_than_k=per_user.filter(pl.col("len") < model.top_k).height,
+                    hybrid_alpha=model.hybrid_alpha, top_k=model.top_k,
+                    catalog_coverage=round(ranked["product_id"].n_unique() / products.height, 4))
+    return dg.Output(ranked, metadata=meta)

@@ -1,0 +1,78 @@
+"""What every asset reports to Dagster: elapsed time, row counts and a preview; and the fault-injection point.
+
+`SHOPREC_FAULT=<asset>` makes that asset fail after its work (`<asset>:kill` kills the process instead),
+so tests can show that a run failing at any stage leaves the published warehouse as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import dagster as dg
+import polars as pl
+
+FAULT_ENV = "SHOPREC_FAULT"
+PREVIEW_ROWS = 5
+
+
+class InjectedFault(RuntimeError):
+    """Raised where SHOPREC_FAULT asks an asset to fail."""
+
+
+def fault_point(asset_name: str) -> None:
+    wanted = os.environ.get(FAULT_ENV, "")
+    target, _, action = wanted.partition(":")
+    if target != asset_name:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"fault injected at {asset_name} ({FAULT_ENV}={wanted})")
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+
+def preview(frame: pl.DataFrame, rows: int = PREVIEW_ROWS) -> dg.MetadataValue:
+    """The first rows as a Markdown table (long cells shortened)."""
+    head = frame.head(rows)
+    cells = [[_cell(v) for v in row] for row in head.iter_rows()]
+    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4f}"
+    elif isinstance(value, list):
+        text = ", ".join(str(v) for v in value[:4]) + (" …" if len(value) > 4 else "")
+    else:
+        text = str(value)
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+@contextmanager
+def reported(context: dg.AssetExecutionContext) -> Iterator[dict[str, Any]]:
+    """Time an asset body; the body fills the yielded dict with metadata; the fault point fires at the end."""
+    watch = Stopwatch()
+    metadata: dict[str, Any] = {}
+    yield metadata
+    name = context.asset_key.to_user_string()
+    metadata["elapsed_seconds"] = dg.MetadataValue.float(watch.elapsed)
+    context.log.info(f"{name}: done in {watch.elapsed:.2f}s")
+    fault_point(name)
+
+
+def frame_metadata(frame: pl.DataFrame) -> dict[str, Any]:
+    return {"dagster/row_count": frame.height, "preview": preview(frame)}

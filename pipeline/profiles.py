@@ -1,0 +1,109 @@
+"""Users' interest: each event weighted by its type and its age, and a content profile per user.
+
+An event of type t at age a (days before the newest event in the log) weighs
+`event_weights[t] * 0.5 ** (a / half_life)`; a rating's weight is further scaled by (stars - 2.5), so a bad
+rating pulls away. A user's weights per product are summed and floored at zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+RATING_MIDPOINT = 2.5
+
+
+@dataclass(frozen=True)
+class InteractionMatrix:
+    """Users x products, built from the event log; rows follow `user_ids`, columns `product_ids`."""
+
+    user_ids: list[str]
+    product_ids: list[str]
+    weights: sp.csr_matrix
+    """Recency-weighted interest of each user in each product (non-negative)."""
+    purchased: sp.csr_matrix
+    """1 where the user purchased the product."""
+
+    @property
+    def product_position(self) -> dict[str, int]:
+        return {p: i for i, p in enumerate(self.product_ids)}
+
+
+@dataclass(frozen=True)
+class UserProfiles:
+    """Every user's interaction matrix row, content profile and activity summary, in `matrix.user_ids` order."""
+
+    matrix: InteractionMatrix
+    vectors: np.ndarray
+    summary: pl.DataFrame
+
+    def table(self) -> pl.DataFrame:
+        """user_id, activity columns and the profile vector, one row per user."""
+        vectors = pl.DataFrame({"user_id": self.matrix.user_ids, "profile": self.vectors.tolist()})
+        return self.summary.join(vectors, on="user_id", how="left")
+
+
+def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item_vectors: np.ndarray,
+                        event_weights: dict[str, float], half_life_days: float) -> UserProfiles:
+    matrix = interaction_matrix(interactions, product_ids, event_weights, half_life_days)
+    return UserProfiles(matrix=matrix, vectors=user_profiles(matrix, item_vectors),
+                        summary=user_summary(interactions))
+
+
+def event_weights_frame(interactions: pl.DataFrame, event_weights: dict[str, float],
+                        half_life_days: float) -> pl.DataFrame:
+    """One row per (user, product): the summed, recency-decayed weight of its events, floored at zero."""
+    newest = interactions["timestamp"].max()
+    type_weight = pl.col("event_type").replace_strict(event_weights, return_dtype=pl.Float64)
+    rating_scale = pl.when(pl.col("event_type") == "rating").then(pl.col("value") - RATING_MIDPOINT).otherwise(1.0)
+    age_days = (pl.lit(newest) - pl.col("timestamp")).dt.total_seconds() / 86400.0
+    decay = pl.lit(0.5).pow(age_days / half_life_days)
+    return (
+        interactions.with_columns(weight=type_weight * rating_scale * decay)
+        .group_by("user_id", "product_id")
+        .agg(pl.col("weight").sum().clip(lower_bound=0.0), purchased=(pl.col("event_type") == "purchase").any())
+        .sort("user_id", "product_id")
+    )
+
+
+def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str], event_weights: dict[str, float],
+                       half_life_days: float) -> InteractionMatrix:
+    pairs = event_weights_frame(interactions, event_weights, half_life_days)
+    user_ids = pairs["user_id"].unique(maintain_order=True).to_list()
+    users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids))})
+    items = pl.DataFrame({"product_id": product_ids, "col": np.arange(len(product_ids))})
+    located = pairs.join(users, on="user_id").join(items, on="product_id")
+    shape = (len(user_ids), len(product_ids))
+    rows, cols = located["row"].to_numpy(), located["col"].to_numpy()
+    weights = sp.csr_matrix((located["weight"].to_numpy().astype(np.float32), (rows, cols)), shape=shape)
+    weights.eliminate_zeros()
+    bought = located["purchased"].to_numpy()
+    purchased = sp.csr_matrix((np.ones(bought.sum(), dtype=np.float32), (rows[bought], cols[bought])), shape=shape)
+    return InteractionMatrix(user_ids=user_ids, product_ids=product_ids, weights=weights, purchased=purchased)
+
+
+def user_profiles(matrix: InteractionMatrix, item_vectors: np.ndarray) -> np.ndarray:
+    """Each user's content profile: the weighted mean of their products' embeddings, L2-normalized.
+
+    A user whose weights are all zero (only bad ratings) gets a zero vector and no content signal.
+    """
+    profiles = np.asarray(matrix.weights @ item_vectors, dtype=np.float32)
+    norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+    return np.divide(profiles, norms, out=np.zeros_like(profiles), where=norms > 0)
+
+
+def user_summary(interactions: pl.DataFrame) -> pl.DataFrame:
+    """Per user: events, purchases and the first and last event time."""
+    return (
+        interactions.group_by("user_id")
+        .agg(
+            n_events=pl.len().cast(pl.Int64),
+            n_purchases=(pl.col("event_type") == "purchase").sum().cast(pl.Int64),
+            first_event_at=pl.col("timestamp").min(),
+            last_event_at=pl.col("timestamp").max(),
+        )
+        .sort("user_id")
+    )

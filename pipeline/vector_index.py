@@ -1,0 +1,89 @@
+"""The FAISS index over product embeddings: building it, saving it beside the warehouse, and querying it.
+
+Vectors are L2-normalized, so inner product is cosine similarity. `flat` is exact; `hnsw` and `ivf` trade a
+little recall for speed on large catalogs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import polars as pl
+
+HNSW_NEIGHBORS = 32
+HNSW_EF_SEARCH = 128
+IVF_PROBES = 16
+
+
+@dataclass(frozen=True)
+class SavedIndex:
+    """A FAISS index written to `path`, and each product's nearest neighbours found with it."""
+
+    path: Path
+    kind: str
+    similar: pl.DataFrame
+
+
+def build_index(vectors: np.ndarray, kind: str = "flat") -> faiss.Index:
+    """An inner-product index of `kind` (flat, hnsw or ivf) holding `vectors` in row order."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = HNSW_EF_SEARCH
+    elif kind == "ivf":
+        lists = max(1, min(int(4 * np.sqrt(n)), n // 39 or 1))  # FAISS wants ~39 training points a list
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+        index.nprobe = min(IVF_PROBES, lists)
+    else:
+        raise ValueError(f"unknown FAISS index kind {kind!r} (flat, hnsw, ivf)")
+    index.add(vectors)
+    return index
+
+
+def save_index(index: faiss.Index, product_ids: list[str], path: Path) -> None:
+    """Write the index and, beside it, the product id of each row (`<path>.ids.json`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    faiss.write_index(index, str(path))
+    ids_path(path).write_text(json.dumps(product_ids), encoding="utf-8")
+
+
+def load_index(path: Path) -> tuple[faiss.Index, list[str]]:
+    return faiss.read_index(str(path)), json.loads(ids_path(path).read_text(encoding="utf-8"))
+
+
+def ids_path(index_path: Path) -> Path:
+    return index_path.with_name(index_path.name + ".ids.json")
+
+
+def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` rows by inner product for each query: (scores, row numbers; -1 where fewer were found)."""
+    k = min(k, index.ntotal)
+    return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def similar_products(index: faiss.Index, vectors: np.ndarray, product_ids: list[str], k: int) -> pl.DataFrame:
+    """Each product's `k` nearest other products: product_id, rank, similar_product_id, similarity."""
+    scores, rows = search(index, vectors, k + 1)
+    n, width = rows.shape
+    source = np.repeat(np.arange(n), width)
+    flat_rows, flat_scores = rows.ravel(), scores.ravel()
+    keep = (flat_rows >= 0) & (flat_rows != source)
+    frame = pl.DataFrame({
+        "source": source[keep], "target": flat_rows[keep], "similarity": flat_scores[keep].astype(np.float64),
+    })
+    ranked = frame.with_columns(rank=pl.int_range(1, pl.len() + 1).over("source")).filter(pl.col("rank") <= k)
+    ids = pl.Series(product_ids)
+    return pl.DataFrame({
+        "product_id": ids.gather(ranked["source"]),
+        "rank": ranked["rank"].cast(pl.Int32),
+        "similar_product_id": ids.gather(ranked["target"]),
+        "similarity": ranked["similarity"],
+    })

@@ -1,0 +1,188 @@
+"""The published warehouse: every table's name and columns, and the only SQL that writes or reads them.
+
+A run publishes all its tables and its `runs` row in one DuckDB transaction, so a reader sees either the
+previous run's results or the new ones, never a mix; a run that fails before publishing changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipeline.vector_index import ids_path
+
+log = logging.getLogger(__name__)
+
+# Columns every published data table carries after its own.
+LINEAGE_COLUMNS = {"run_id": "VARCHAR", "computed_at": "TIMESTAMPTZ"}
+
+TABLES: dict[str, dict[str, str]] = {
+    "products": {
+        "product_id": "VARCHAR", "title": "VARCHAR", "description": "VARCHAR", "category": "VARCHAR",
+        "attributes": "VARCHAR[]", "price": "DOUBLE", "in_stock": "BOOLEAN", "updated_at": "TIMESTAMPTZ",
+    },
+    "interactions": {
+        "user_id": "VARCHAR", "product_id": "VARCHAR", "event_type": "VARCHAR", "value": "DOUBLE",
+        "timestamp": "TIMESTAMPTZ",
+    },
+    "product_embeddings": {"product_id": "VARCHAR", "text_hash": "VARCHAR", "embedding": "FLOAT[]"},
+    "similar_products": {
+        "product_id": "VARCHAR", "rank": "INTEGER", "similar_product_id": "VARCHAR", "similarity": "DOUBLE",
+    },
+    "user_profiles": {
+        "user_id": "VARCHAR", "n_events": "BIGINT", "n_purchases": "BIGINT", "first_event_at": "TIMESTAMPTZ",
+        "last_event_at": "TIMESTAMPTZ", "profile": "FLOAT[]",
+    },
+    "item_cooccurrence": {
+        "product_id": "VARCHAR", "neighbor_id": "VARCHAR", "similarity": "DOUBLE", "co_count": "BIGINT",
+    },
+    "recommendations": {
+        "user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "score": "DOUBLE",
+        "content_score": "DOUBLE", "behavior_score": "DOUBLE", "content_similarity": "DOUBLE",
+        "evidence_product_ids": "VARCHAR[]",
+    },
+}
+
+RUNS_COLUMNS = {
+    "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
+    "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
+    "row_counts": "JSON", "config": "JSON",
+}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of `runs`: what a run was, when, and what it published."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    status: str
+    hybrid_alpha: float
+    top_k: int
+    faiss_index: str | None
+    row_counts: dict[str, int]
+    config: dict
+
+
+def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None:
+    """Replace every table in `tables` and append `run` to `runs`, all in one transaction."""
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise ValueError(f"not warehouse tables: {sorted(unknown)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        _create_runs(con)
+        for name, frame in tables.items():
+            _replace_table(con, name, frame, run)
+        con.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run.run_id, run.started_at, run.finished_at, run.status, run.hybrid_alpha, run.top_k,
+             run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str)],
+        )
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # nothing was begun, or the transaction is already gone
+        raise
+    finally:
+        con.close()
+    log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
+
+
+def _create_runs(con: duckdb.DuckDBPyConnection) -> None:
+    columns = ", ".join(f'"{c}" {t}' for c, t in RUNS_COLUMNS.items())
+    con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+
+
+def _replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, run: RunRecord) -> None:
+    schema = TABLES[name]
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ValueError(f"table {name}: frame lacks columns {missing}")
+    columns = {**schema, **LINEAGE_COLUMNS}
+    ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+    con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
+    con.register("incoming", frame.select(list(schema)).to_arrow())
+    select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
+    con.execute(f'INSERT INTO "{name}" SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
+    con.unregister("incoming")
+
+
+def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(path), read_only=True)
+
+
+def read_table(path: Path, name: str) -> pl.DataFrame:
+    """A whole published table (or `runs`), as polars."""
+    if name not in TABLES and name != "runs":
+        raise ValueError(f"not a warehouse table: {name}")
+    con = connect_readonly(path)
+    try:
+        return con.execute(f'SELECT * FROM "{name}"').pl()
+    finally:
+        con.close()
+
+
+def latest_run(path: Path) -> dict | None:
+    """The newest successful run, or None when nothing has been published yet."""
+    if not path.exists():
+        return None
+    con = connect_readonly(path)
+    try:
+        exists = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
+        ).fetchone()[0]
+        if not exists:
+            return None
+        rows = con.execute(
+            "SELECT * FROM runs WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1"
+        ).pl()
+        return rows.row(0, named=True) if rows.height else None
+    finally:
+        con.close()
+
+
+def index_path(warehouse: Path, run_id: str) -> Path:
+    """Where a run writes its FAISS index: beside the warehouse, one file per run."""
+    return warehouse.parent / "indexes" / f"products-{run_id}.faiss"
+
+
+def prune_indexes(warehouse: Path, keep_runs: int = 3) -> list[Path]:
+    """Remove index files that none of the newest `keep_runs` published runs points at."""
+    keep = {Path(p).name for p in published_index_paths(warehouse, keep_runs)}
+    removed = []
+    for candidate in sorted((warehouse.parent / "indexes").glob("products-*.faiss")):
+        if candidate.name not in keep:
+            candidate.unlink(missing_ok=True)
+            ids_path(candidate).unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def published_index_paths(path: Path, keep_runs: int = 3) -> set[str]:
+    """The FAISS files that the newest `keep_runs` runs point at (older files may be removed)."""
+    if not path.exists():
+        return set()
+    con = connect_readonly(path)
+    try:
+        rows = con.execute(
+            "SELECT faiss_index FROM runs WHERE faiss_index IS NOT NULL ORDER BY finished_at DESC LIMIT ?",
+            [keep_runs],
+        ).fetchall()
+        return {r[0] for r in rows}
+    except duckdb.CatalogException:
+        return set()
+    finally:
+        con.close()
