@@ -83,13 +83,17 @@ def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, 
     n_items = item_vectors.shape[0]
     users = np.arange(stop - start)
 
-    _, content_rows = search(index, profiles[start:stop], settings.candidates)
+    purchased_sparse = matrix.purchased[start:stop]
+    # Search deep enough that `candidates` usable products remain after dropping the user's purchases
+    # and what is out of stock; otherwise a heavy buyer could end up with fewer than K.
+    excluded = int(np.diff(purchased_sparse.indptr).max(initial=0)) + int((~in_stock).sum())
+    _, content_rows = search(index, profiles[start:stop], settings.candidates + excluded)
     behavior_dense = behavior.score(weights).toarray()
     behavior_rows = _top_columns(behavior_dense, settings.candidates)
     candidates = _unique_per_row(np.hstack([content_rows, behavior_rows]))
 
     safe = np.maximum(candidates, 0)
-    purchased = matrix.purchased[start:stop].toarray() > 0
+    purchased = purchased_sparse.toarray() > 0
     valid = (candidates >= 0) & in_stock[safe] & ~purchased[users[:, None], safe]
 
     cosine = np.einsum("ud,ucd->uc", profiles[start:stop], item_vectors[safe])

@@ -1,0 +1,145 @@
+"""Shared fixtures: a tiny hand-made shop whose right answers are known, and helpers to run the assets."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# (product_id, title, category, attributes, description, price, in_stock)
+TINY_PRODUCTS = [
+    ("T01", "Trail Running Shoe Alpine", "Running", "trail running|grip|waterproof",
+     "A rugged trail running shoe with deep lugs for muddy mountain trails.", 120.0, True),
+    ("T02", "Trail Running Shoe Ridge", "Running", "trail running|grip|lightweight",
+     "Lightweight trail runner with a rock plate for technical singletrack.", 130.0, True),
+    ("T03", "Trail Running Shoe Summit", "Running", "trail running|cushioned",
+     "Cushioned trail running shoe for long mountain ultramarathons.", 140.0, True),
+    ("T04", "Merino Trail Running Socks", "Running", "trail running|merino wool",
+     "Merino wool socks for trail running, blister-free on long runs.", 18.0, True),
+    ("T05", "Trail Running Hydration Vest", "Running", "trail running|hydration",
+     "A hydration vest with soft flasks for long trail runs.", 90.0, True),
+    ("T06", "Road Racing Flat Tempo", "Running", "road running|racing",
+     "A featherweight racing flat for fast road marathons.", 150.0, True),
+    ("T07", "Trail Running Gaiters", "Running", "trail running|protection",
+     "Ankle gaiters that keep gravel out of your trail running shoes.", 25.0, False),
+    ("T08", "Running Cap Breeze", "Running", "road running|sun protection",
+     "A breathable running cap that keeps sun and sweat off your face.", 22.0, True),
+    ("K01", "Chef's Knife Santoku", "Kitchen", "stainless steel|precision cutting",
+     "A razor-sharp santoku chef's knife for precise slicing of vegetables.", 80.0, True),
+    ("K02", "Cast Iron Skillet 12 inch", "Kitchen", "cast iron|oven-safe",
+     "A pre-seasoned cast iron skillet for searing steaks and baking cornbread.", 45.0, True),
+    ("K03", "Walnut Cutting Board", "Kitchen", "walnut wood|knife friendly",
+     "An end-grain walnut cutting board that is gentle on knife edges.", 60.0, True),
+    ("K04", "Knife Sharpening Whetstone", "Kitchen", "precision cutting|knife care",
+     "A dual-grit whetstone to keep chef's knives razor sharp.", 35.0, True),
+    ("K05", "Dutch Oven Enameled", "Kitchen", "cast iron|oven-safe|slow cooking",
+     "An enameled cast iron dutch oven for braises, stews and bread.", 110.0, True),
+    ("K06", "Paring Knife Petty", "Kitchen", "stainless steel|precision cutting",
+     "A small paring knife for peeling and detailed kitchen knife work.", 30.0, True),
+    ("K07", "French Press Coffee Maker", "Kitchen", "glass|coffee",
+     "A borosilicate glass french press for rich, full-bodied coffee.", 35.0, True),
+    ("K08", "Salad Spinner", "Kitchen", "plastic|vegetables",
+     "A salad spinner that dries washed lettuce and herbs in seconds.", 28.0, True),
+    ("C01", "Backpacking Tent Two Person", "Camping", "ultralight|waterproof|shelter",
+     "An ultralight two-person backpacking tent with a waterproof rainfly.", 320.0, True),
+    ("C02", "Headlamp 400 Lumen", "Camping", "lighting|rechargeable",
+     "A rechargeable headlamp with a red night mode for camp chores.", 40.0, True),
+    ("C03", "Down Sleeping Bag", "Camping", "goose down|insulated",
+     "A warm goose down sleeping bag rated to minus five degrees.", 280.0, True),
+    ("C04", "Camping Stove Compact", "Camping", "cooking|compact",
+     "A compact canister stove that boils water in three minutes.", 55.0, True),
+    ("C05", "Trekking Poles Carbon", "Camping", "carbon|hiking",
+     "Collapsible carbon trekking poles for steep hiking descents.", 120.0, True),
+    ("C06", "Water Filter Squeeze", "Camping", "water treatment|ultralight",
+     "A squeeze water filter that makes stream water safe to drink.", 38.0, True),
+    ("C07", "Camp Chair Folding", "Camping", "furniture|compact",
+     "A folding camp chair that packs down to the size of a water bottle.", 70.0, True),
+    ("C08", "Sleeping Pad Inflatable", "Camping", "insulated|ultralight",
+     "An inflatable insulated sleeping pad for cold nights outside.", 130.0, True),
+]
+
+
+def tiny_events() -> list[tuple[str, str, str, float, str]]:
+    """Events whose right answers are known: tastes for the content side, a strong
+    tent -> headlamp pattern for the behavioural side."""
+    events = []
+    day = iter(range(1, 10_000))
+
+    def add(user, product, kind, value=1.0):
+        d = next(day)
+        events.append((user, product, kind, value, f"2026-09-{1 + d % 28:02d}T{d % 24:02d}:{d % 60:02d}:00Z"))
+
+    for product in ("T01", "T02"):  # the trail runner bought two trail shoes and looked at socks
+        add("U_TRAIL", product, "view"); add("U_TRAIL", product, "cart"); add("U_TRAIL", product, "purchase")
+    add("U_TRAIL", "T04", "view")
+    for product in ("K01", "K02"):  # the cook
+        add("U_COOK", product, "view"); add("U_COOK", product, "purchase")
+    add("U_COOK", "K01", "rating", 5.0)
+    for n in range(6):  # tent buyers almost always buy the headlamp too
+        user = f"U_CAMP{n}"
+        add(user, "C01", "view"); add(user, "C01", "purchase")
+        add(user, "C02", "view"); add(user, "C02", "purchase")
+        add(user, ("K07", "T08", "K08")[n % 3], "view")
+    add("U_TENT", "C01", "view"); add("U_TENT", "C01", "purchase")  # bought a tent, nothing else yet
+    add("U_ONE", "T06", "view")  # a user with one event
+    return events
+
+
+@dataclass(frozen=True)
+class Shop:
+    root: Path
+    input_dir: Path
+    config_path: Path
+    warehouse: Path
+
+    def write_config(self, **model) -> None:
+        config = {
+            "model": {"top_k": 5, "candidates": 20, "similar_products": 5, **model},
+            "data": {"input_dir": str(self.input_dir), "warehouse": str(self.warehouse),
+                     "cache_dir": str(self.root / "cache")},
+        }
+        self.config_path.write_text(json.dumps(config), encoding="utf-8")
+
+
+def write_tiny_shop(root: Path) -> Shop:
+    input_dir = root / "input"
+    input_dir.mkdir(parents=True)
+    pl.DataFrame(
+        TINY_PRODUCTS,
+        schema=["product_id", "title", "category", "attributes", "description", "price", "in_stock"],
+        orient="row",
+    ).with_columns(updated_at=pl.lit("2026-08-01T00:00:00Z")).write_csv(input_dir / "products.csv")
+    pl.DataFrame(tiny_events(), schema=["user_id", "product_id", "event_type", "value", "timestamp"],
+                 orient="row").write_csv(input_dir / "interactions.csv")
+    shop = Shop(root=root, input_dir=input_dir, config_path=root / "config.json",
+                warehouse=root / "out" / "warehouse.duckdb")
+    shop.write_config()
+    return shop
+
+
+@pytest.fixture
+def tiny_shop(tmp_path: Path) -> Shop:
+    return write_tiny_shop(tmp_path)
+
+
+def materialize_all(config_path: Path, instance: dg.DagsterInstance | None = None,
+                    raise_on_error: bool = True) -> dg.ExecuteInJobResult:
+    """Run every asset in process, as the nightly job does, against the given config file."""
+    from assets.definitions import defs
+    from assets.resources import ShopSettings
+
+    assets = list(defs.assets)
+    return dg.materialize(assets, resources={"settings": ShopSettings(config_path=str(config_path))},
+                          instance=instance, raise_on_error=raise_on_error)
+
+
+def metadata_value(result: dg.ExecuteInJobResult, asset: str, key: str):
+    materialization = result.asset_materializations_for_node(asset)[0]
+    return materialization.metadata[key].value
