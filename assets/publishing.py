@@ -1,19 +1,18 @@
 """The publishing asset: every table and the run's record land in the warehouse in one transaction."""
 
 
-from datetime import datetime, timezone
-
 import dagster as dg
 import numpy as np
 import polars as pl
 
 from assets.reporting import reported
 from assets.resources import ShopSettings
+from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.profiles import UserProfiles
 from pipeline.vector_index import SavedIndex
-from pipeline.warehouse import RunRecord, prune_indexes, publish
+from pipeline.warehouse import prune_indexes, publish
 
 
 @dg.asset(group_name="publish", kinds={"duckdb"})
@@ -38,14 +37,8 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             "recommendations": recommendations,
         }
         row_counts = {name: frame.height for name, frame in tables.items()}
-        stats = context.instance.get_run_stats(context.run_id)
-        started = datetime.fromtimestamp(stats.start_time, timezone.utc) if stats.start_time else None
-        record = RunRecord(
-            run_id=context.run_id, started_at=started or datetime.now(timezone.utc),
-            finished_at=datetime.now(timezone.utc), status="success", hybrid_alpha=config.model.hybrid_alpha,
-            top_k=config.model.top_k, faiss_index=str(faiss_index.path), row_counts=row_counts,
-            config=config.as_dict(),
-        )
+        record = run_record(context.instance, context.run_id, config, "success",
+                            faiss_index=str(faiss_index.path), row_counts=row_counts)
         publish(config.warehouse_path, tables, record)
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})

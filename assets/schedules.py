@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets.runs import record_failure
 from pipeline.config import load_settings
 
 nightly_job = dg.define_asset_job(
     "nightly", selection=dg.AssetSelection.all(),
     description="Materialize every asset, from raw inputs to the published warehouse.",
+    hooks={record_failure},
 )
 
 

@@ -52,7 +52,7 @@ TABLES: dict[str, dict[str, str]] = {
 RUNS_COLUMNS = {
     "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
     "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
-    "row_counts": "JSON", "config": "JSON",
+    "row_counts": "JSON", "config": "JSON", "error": "VARCHAR",
 }
 
 
@@ -69,6 +69,7 @@ class RunRecord:
     faiss_index: str | None
     row_counts: dict[str, int]
     config: dict
+    error: str | None = None
 
 
 def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None:
@@ -80,14 +81,9 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
-        _create_runs(con)
         for name, frame in tables.items():
             _replace_table(con, name, frame, run)
-        con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run.run_id, run.started_at, run.finished_at, run.status, run.hybrid_alpha, run.top_k,
-             run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str)],
-        )
+        _insert_run(con, run)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
     except BaseException:
@@ -101,9 +97,24 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
 
 
-def _create_runs(con: duckdb.DuckDBPyConnection) -> None:
+def record_failed_run(path: Path, run: RunRecord) -> None:
+    """Add (or update) a run's row in `runs` without touching any published results."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        _insert_run(con, run)
+    finally:
+        con.close()
+
+
+def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
     columns = ", ".join(f'"{c}" {t}' for c, t in RUNS_COLUMNS.items())
     con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+    con.execute(
+        f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(RUNS_COLUMNS))})",
+        [run.run_id, run.started_at, run.finished_at, run.status, run.hybrid_alpha, run.top_k,
+         run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str), run.error],
+    )
 
 
 def _replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, run: RunRecord) -> None:

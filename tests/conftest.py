@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import polars as pl
@@ -129,17 +130,15 @@ def tiny_shop(tmp_path: Path) -> Shop:
     return write_tiny_shop(tmp_path)
 
 
-def materialize_all(config_path: Path, instance: dg.DagsterInstance | None = None,
-                    raise_on_error: bool = True) -> dg.ExecuteInJobResult:
-    """Run every asset in process, as the nightly job does, against the given config file."""
+def materialize_all(config_path: Path, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """Run the nightly job in process, as the schedule does, with $SHOPREC_CONFIG naming the config file."""
     from assets.definitions import defs
-    from assets.resources import ShopSettings
 
-    assets = list(defs.assets)
-    return dg.materialize(assets, resources={"settings": ShopSettings(config_path=str(config_path))},
-                          instance=instance, raise_on_error=raise_on_error)
+    with mock.patch.dict(os.environ, {"SHOPREC_CONFIG": str(config_path)}):
+        return defs.resolve_job_def("nightly").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
 
 
-def metadata_value(result: dg.ExecuteInJobResult, asset: str, key: str):
+def metadata_value(result: dg.ExecuteInProcessResult, asset: str, key: str):
     materialization = result.asset_materializations_for_node(asset)[0]
     return materialization.metadata[key].value

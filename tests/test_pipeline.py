@@ -14,7 +14,7 @@ def test_definitions_load_with_a_nightly_schedule():
     from assets.definitions import defs
 
     dg_defs = defs.get_repository_def()
-    assert dg_defs.get_job("nightly") is not None
+    assert defs.resolve_job_def("nightly").hook_defs
     schedule = dg_defs.get_schedule_def("nightly_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     keys = {key.to_user_string() for key in dg_defs.asset_graph.get_all_asset_keys()}
@@ -88,8 +88,13 @@ def test_run_failing_midway_leaves_published_results_unchanged(tiny_shop, monkey
     failed = materialize_all(tiny_shop.config_path, raise_on_error=False)
     assert not failed.success
 
-    for table, frame in before.items():
-        assert read_table(tiny_shop.warehouse, table).equals(frame), f"{table} changed after a failed run"
+    for table in TABLES:
+        assert read_table(tiny_shop.warehouse, table).equals(before[table]), f"{table} changed after a failed run"
+    runs = read_table(tiny_shop.warehouse, "runs").sort("started_at")
+    assert runs.head(1).equals(before["runs"]), "the successful run's record changed"
+    failure = runs.row(1, named=True)
+    assert failure["run_id"] == failed.run_id and failure["status"] == "failed"
+    assert "recommendations" in failure["error"]
 
 
 def test_bad_input_stops_the_run_before_publishing(tiny_shop):
@@ -106,4 +111,4 @@ def test_bad_input_stops_the_run_before_publishing(tiny_shop):
     message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
     assert "interactions.csv" in message and "'timestamp'" in message and "row 4" in message
     assert read_table(tiny_shop.warehouse, "recommendations").equals(before)
-    assert read_table(tiny_shop.warehouse, "runs").height == 1
+    assert read_table(tiny_shop.warehouse, "runs")["status"].sort().to_list() == ["failed", "success"]

@@ -1,0 +1,29 @@
+"""Each run's row in the warehouse's `runs` table: written by publishing on success, by a hook on failure."""
+
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from pipeline.config import Settings
+from pipeline.warehouse import RunRecord, record_failed_run
+
+
+def run_record(instance: dg.DagsterInstance, run_id: str, config: Settings, status: str,
+               faiss_index: str | None = None, row_counts: dict[str, int] | None = None,
+               error: str | None = None) -> RunRecord:
+    stats = instance.get_run_stats(run_id)
+    now = datetime.now(timezone.utc)
+    started = datetime.fromtimestamp(stats.start_time, timezone.utc) if stats.start_time else now
+    return RunRecord(run_id=run_id, started_at=started, finished_at=now, status=status,
+                     hybrid_alpha=config.model.hybrid_alpha, top_k=config.model.top_k, faiss_index=faiss_index,
+                     row_counts=row_counts or {}, config=config.as_dict(), error=error)
+
+
+@dg.failure_hook(required_resource_keys={"settings"})
+def record_failure(context: dg.HookContext) -> None:
+    """A failed step marks its run `failed` in `runs`; the published results stay as they were."""
+    config = context.resources.settings.get()
+    error = f"{context.op.name}: {context.op_exception!r}" if context.op_exception else context.op.name
+    record_failed_run(config.warehouse_path, run_record(context.instance, context.run_id, config, "failed",
+                                                        error=error[:2000]))
+    context.log.warning(f"run {context.run_id} recorded as failed in {config.warehouse_path}")
