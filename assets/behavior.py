@@ -10,7 +10,7 @@ from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import interaction_matrix
 
 
-@dg.asset(group_name="behavior", kinds={"scipy"})
+@dg.asset(group_name="recommender", kinds={"scipy"})
 def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
                    interactions: pl.DataFrame) -> dg.Output[ItemCooccurrence]:
     """Item-item cosine over which users engaged with both products; sparse, top neighbours per product."""

@@ -9,7 +9,7 @@ from assets.resources import ShopSettings
 from pipeline.ingest import read_catalog, read_event_log
 
 
-@dg.asset(group_name="ingest", kinds={"polars"})
+@dg.asset(group_name="recommender", kinds={"polars"})
 def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> dg.Output[pl.DataFrame]:
     """The product catalog from `data.input_dir`: typed, one row per product id (newest `updated_at` wins)."""
     with reported(context) as meta:
@@ -20,7 +20,7 @@ def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> dg.Ou
     return dg.Output(catalog.products, metadata=meta)
 
 
-@dg.asset(group_name="ingest", kinds={"polars"})
+@dg.asset(group_name="recommender", kinds={"polars"})
 def interactions(context: dg.AssetExecutionContext, settings: ShopSettings,
                  products: pl.DataFrame) -> dg.Output[pl.DataFrame]:
     """User events from `data.input_dir`; events naming unknown products are counted and dropped."""

@@ -12,7 +12,7 @@ from pipeline.vector_index import SavedIndex, build_index, save_index, similar_p
 from pipeline.warehouse import index_path
 
 
-@dg.asset(group_name="content", kinds={"pytorch"})
+@dg.asset(group_name="recommender", kinds={"pytorch"})
 def product_embeddings(context: dg.AssetExecutionContext, settings: ShopSettings,
                        products: pl.DataFrame) -> dg.Output[ProductEmbeddings]:
     """L2-normalized sentence embeddings of title + category + attributes + description.
@@ -28,7 +28,7 @@ def product_embeddings(context: dg.AssetExecutionContext, settings: ShopSettings
     return dg.Output(embeddings, metadata=meta)
 
 
-@dg.asset(group_name="content", kinds={"faiss"})
+@dg.asset(group_name="recommender", kinds={"faiss"})
 def faiss_index(context: dg.AssetExecutionContext, settings: ShopSettings,
                 product_embeddings: ProductEmbeddings) -> dg.Output[SavedIndex]:
     """A FAISS inner-product index over the embeddings, saved beside the warehouse (one file per run),
@@ -45,7 +45,7 @@ def faiss_index(context: dg.AssetExecutionContext, settings: ShopSettings,
     return dg.Output(SavedIndex(path=path, kind=config.model.faiss_index, similar=similar), metadata=meta)
 
 
-@dg.asset(group_name="content", kinds={"numpy"})
+@dg.asset(group_name="recommender", kinds={"numpy"})
 def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, interactions: pl.DataFrame,
                   product_embeddings: ProductEmbeddings) -> dg.Output[UserProfiles]:
     """Each user's content profile: the mean of their products' embeddings, weighted by event type

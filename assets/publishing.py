@@ -15,7 +15,7 @@ from pipeline.vector_index import SavedIndex
 from pipeline.warehouse import prune_indexes, publish
 
 
-@dg.asset(group_name="publish", kinds={"duckdb"})
+@dg.asset(group_name="recommender", kinds={"duckdb"})
 def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
               user_profiles: UserProfiles, behavior_model: ItemCooccurrence,

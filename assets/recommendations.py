@@ -13,7 +13,7 @@ from pipeline.recommend import RecommendationSettings, recommend
 from pipeline.vector_index import SavedIndex, load_index
 
 
-@dg.asset(group_name="recommend", kinds={"polars"})
+@dg.asset(group_name="recommender", kinds={"polars"})
 def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
                     product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
                     user_profiles: UserProfiles, behavior_model: ItemCooccurrence) -> dg.Output[pl.DataFrame]:

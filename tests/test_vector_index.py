@@ -1,0 +1,50 @@
+"""The FAISS index: exact by default, approximate kinds close to exact, and saved with its product ids."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.vector_index import build_index, load_index, save_index, search, similar_products
+
+
+@pytest.fixture(scope="module")
+def vectors():
+    rng = np.random.default_rng(7)
+    # Clustered data, like product embeddings: 40 centres, 2,000 points.
+    centres = rng.normal(size=(40, 32))
+    points = centres[rng.integers(40, size=2000)] + 0.3 * rng.normal(size=(2000, 32))
+    points = points.astype(np.float32)
+    return points / np.linalg.norm(points, axis=1, keepdims=True)
+
+
+def test_flat_search_is_exact(vectors):
+    scores, rows = search(build_index(vectors, "flat"), vectors[:20], 10)
+    exact = np.argsort(-(vectors[:20] @ vectors.T), axis=1)[:, :10]
+    assert np.array_equal(rows, exact)
+    assert np.allclose(scores[:, 0], 1.0, atol=1e-5)  # each vector is its own nearest neighbour
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_kinds_find_most_true_neighbours(vectors, kind):
+    _, approx = search(build_index(vectors, kind), vectors[:200], 10)
+    _, exact = search(build_index(vectors, "flat"), vectors[:200], 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact)])
+    assert recall > 0.9
+
+
+def test_saved_index_round_trips_with_product_ids(vectors, tmp_path):
+    ids = [f"P{i}" for i in range(len(vectors))]
+    save_index(build_index(vectors), ids, tmp_path / "idx.faiss")
+    index, loaded_ids = load_index(tmp_path / "idx.faiss")
+    assert loaded_ids == ids and index.ntotal == len(vectors)
+
+
+def test_similar_products_exclude_the_product_itself(vectors):
+    ids = [f"P{i}" for i in range(len(vectors))]
+    similar = similar_products(build_index(vectors), vectors, ids, k=5)
+    assert similar.height == 5 * len(ids)
+    assert (similar["product_id"] != similar["similar_product_id"]).all()
+    ordered = similar.group_by("product_id").agg(pl.col("similarity").is_sorted(descending=True).alias("ok"))
+    assert ordered["ok"].all()
