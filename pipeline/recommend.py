@@ -96,7 +96,7 @@ def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, 
     purchased = purchased_sparse.toarray() > 0
     valid = (candidates >= 0) & in_stock[safe] & ~purchased[users[:, None], safe]
 
-    cosine = np.einsum("ud,ucd->uc", profiles[start:stop], item_vectors[safe])
+    cosine = _candidate_cosines(profiles[start:stop], item_vectors, safe)
     content = scale_content(cosine, valid)
     behavioral = scale_behavior(behavior_dense[users[:, None], safe], valid)
     score = np.where(valid, fuse_scores(content, behavioral, settings.alpha), -np.inf)
@@ -123,6 +123,17 @@ def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, 
         "evidence_product_ids": pl.Series([[product_ids[i] for i in e] for e in evidence],
                                           dtype=pl.List(pl.String)),
     })
+
+
+def _candidate_cosines(profiles: np.ndarray, item_vectors: np.ndarray, candidates: np.ndarray,
+                       users_per_chunk: int = 64) -> np.ndarray:
+    """cosine(profile of user u, product candidates[u, c]), gathering a few users' vectors at a time
+    (gathering all at once would copy users x candidates x dimensions floats)."""
+    cosine = np.empty(candidates.shape, dtype=np.float32)
+    for first in range(0, len(candidates), users_per_chunk):
+        rows = slice(first, first + users_per_chunk)
+        cosine[rows] = np.einsum("ud,ucd->uc", profiles[rows], item_vectors[candidates[rows]])
+    return cosine
 
 
 def _top_columns(dense: np.ndarray, n: int) -> np.ndarray:
@@ -153,8 +164,8 @@ def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, behavior: ItemCo
     # Pairs arrive grouped by user; score each user's recommended items together.
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.array([], dtype=int)
     for first, last in zip(starts, np.r_[starts[1:], len(users)]):
-        row = weights.getrow(int(users[first]))
-        history, w = row.indices, row.data[:, None]
+        lo, hi = weights.indptr[users[first]], weights.indptr[users[first] + 1]
+        history, w = weights.indices[lo:hi], weights.data[lo:hi, None]
         recommended = items[first:last]
         content = w * (item_vectors[history] @ item_vectors[recommended].T)
         behavioral = w * similarity[history][:, recommended].toarray()
