@@ -44,20 +44,23 @@ def fuse_scores(content: np.ndarray, behavior: np.ndarray, alpha: float) -> np.n
     return alpha * behavior + (1.0 - alpha) * content
 
 
-def scale_content(cosine: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Min-max scale each row's valid cosines to [0, 1]; a row whose cosines are all equal gets 1."""
-    low = np.where(valid, cosine, np.inf).min(axis=1, keepdims=True)
-    high = np.where(valid, cosine, -np.inf).max(axis=1, keepdims=True)
+def scale_content(cosine: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Min-max scale cosines to [0, 1] with each row's minimum and maximum over its `pool` (the user's
+    usable candidates); entries outside the pool use the same constants, clipped. A row whose pool
+    cosines are all equal scales to 1."""
+    low = np.where(pool, cosine, np.inf).min(axis=1, keepdims=True)
+    high = np.where(pool, cosine, -np.inf).max(axis=1, keepdims=True)
     span = high - low
-    scaled = np.divide(cosine - low, span, out=np.ones_like(cosine), where=span > 0)
-    return np.where(valid, np.clip(scaled, 0.0, 1.0), 0.0)
+    scaled = np.divide(cosine - low, span, out=np.ones_like(cosine), where=np.isfinite(span) & (span > 0))
+    return np.clip(scaled, 0.0, 1.0)
 
 
-def scale_behavior(raw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Divide each row by its largest valid score, so the strongest behavioural candidate gets 1."""
-    raw = np.where(valid, np.maximum(raw, 0.0), 0.0)
-    high = raw.max(axis=1, keepdims=True)
-    return np.divide(raw, high, out=np.zeros_like(raw), where=high > 0)
+def scale_behavior(raw: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Divide each row by its largest score over its `pool`, so the strongest behavioural candidate gets 1
+    and zero keeps meaning "no evidence"; entries outside the pool are clipped to [0, 1]."""
+    raw = np.maximum(raw, 0.0)
+    high = np.where(pool, raw, 0.0).max(axis=1, keepdims=True)
+    return np.clip(np.divide(raw, high, out=np.zeros_like(raw), where=high > 0), 0.0, 1.0)
 
 
 def recommend(matrix: InteractionMatrix, profiles: np.ndarray, item_vectors: np.ndarray, index: faiss.Index,
@@ -83,18 +86,19 @@ def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, 
     n_items = item_vectors.shape[0]
     users = np.arange(stop - start)
 
-    purchased_sparse = matrix.purchased[start:stop]
+    purchased = matrix.purchased[start:stop].toarray() > 0
+    usable = ~purchased & in_stock[None, :]
     # Search deep enough that `candidates` usable products remain after dropping the user's purchases
     # and what is out of stock; otherwise a heavy buyer could end up with fewer than K.
-    excluded = int(np.diff(purchased_sparse.indptr).max(initial=0)) + int((~in_stock).sum())
+    excluded = int(purchased.sum(axis=1).max(initial=0)) + int((~in_stock).sum())
     _, content_rows = search(index, profiles[start:stop], settings.candidates + excluded)
+    content_rows = _first_usable(content_rows, usable, settings.candidates)
     behavior_dense = behavior.score(weights).toarray()
-    behavior_rows = _top_columns(behavior_dense, settings.candidates)
+    behavior_rows = _top_columns(np.where(usable, behavior_dense, 0.0), settings.candidates)
     candidates = _unique_per_row(np.hstack([content_rows, behavior_rows]))
 
     safe = np.maximum(candidates, 0)
-    purchased = purchased_sparse.toarray() > 0
-    valid = (candidates >= 0) & in_stock[safe] & ~purchased[users[:, None], safe]
+    valid = (candidates >= 0) & usable[users[:, None], safe]
 
     cosine = _candidate_cosines(profiles[start:stop], item_vectors, safe)
     content = scale_content(cosine, valid)
@@ -134,6 +138,12 @@ def _candidate_cosines(profiles: np.ndarray, item_vectors: np.ndarray, candidate
         rows = slice(first, first + users_per_chunk)
         cosine[rows] = np.einsum("ud,ucd->uc", profiles[rows], item_vectors[candidates[rows]])
     return cosine
+
+
+def _first_usable(ranked: np.ndarray, usable: np.ndarray, n: int) -> np.ndarray:
+    """Keep the first `n` usable products of each ranked row; -1 elsewhere."""
+    ok = (ranked >= 0) & np.take_along_axis(usable, np.maximum(ranked, 0), axis=1)
+    return np.where(ok & (np.cumsum(ok, axis=1) <= n), ranked, -1)
 
 
 def _top_columns(dense: np.ndarray, n: int) -> np.ndarray:

@@ -23,11 +23,12 @@ def test_fuse_is_the_documented_formula():
 
 
 def test_scaling_puts_both_scores_on_zero_to_one():
-    valid = np.array([[True, True, True, False]])
-    content = scale_content(np.array([[0.2, 0.6, 0.4, 0.9]]), valid)
-    assert content[0].tolist() == pytest.approx([0.0, 1.0, 0.5, 0.0])  # the invalid 0.9 is ignored
-    behavior = scale_behavior(np.array([[0.0, 2.0, 1.0, 8.0]]), valid)
-    assert behavior[0].tolist() == pytest.approx([0.0, 1.0, 0.5, 0.0])  # zero keeps meaning "no evidence"
+    pool = np.array([[True, True, True, False]])
+    content = scale_content(np.array([[0.2, 0.6, 0.4, 0.9]]), pool)
+    # Constants come from the pool; 0.9 lies outside it and is clipped.
+    assert content[0].tolist() == pytest.approx([0.0, 1.0, 0.5, 1.0])
+    behavior = scale_behavior(np.array([[0.0, 2.0, 1.0, 8.0]]), pool)
+    assert behavior[0].tolist() == pytest.approx([0.0, 1.0, 0.5, 1.0])  # zero keeps meaning "no evidence"
 
 
 def random_shop(seed: int, n_users: int, n_items: int, density: float, out_of_stock: float):
