@@ -119,8 +119,8 @@ def full_ranking_metrics(top: np.ndarray, targets: sp.csr_matrix, k: int) -> dic
     }
 
 
-def sampled_metrics(target_scores: np.ndarray, negative_scores: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Hit, NDCG, Recall and MRR at `k` of each target ranked among its sampled negatives.
+def sampled_rank(target_scores: np.ndarray, negative_scores: np.ndarray) -> np.ndarray:
+    """The rank of each target among its sampled negatives (1 = above all of them).
 
     Args:
         target_scores: (n,) score of each (user, target) pair.
@@ -129,7 +129,11 @@ def sampled_metrics(target_scores: np.ndarray, negative_scores: np.ndarray, k: i
     """
     above = (negative_scores > target_scores[:, None]).sum(axis=1)
     tied = (negative_scores == target_scores[:, None]).sum(axis=1)
-    rank = 1.0 + above + 0.5 * tied
+    return 1.0 + above + 0.5 * tied
+
+
+def sampled_metrics(rank: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Hit, NDCG, Recall and MRR at `k` of single targets with the given sampled ranks."""
     hit = rank <= k
     return {
         "hit": hit.astype(np.float64),

@@ -1,0 +1,303 @@
+"""One offline evaluation: every model on every split of every protocol, metrics with intervals, the alpha
+sweep on validation, and the chosen alpha's numbers on test.
+
+No test information reaches any choice: alpha (and EASE's lambda) are picked on the primary protocol's
+validation split, with models fitted on data before the validation cut-off; test numbers come from models
+refitted on everything before the test cut-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from pipeline.evaluation import (
+    Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sampled_metrics,
+    sampled_rank, temporal_splits,
+)
+from pipeline.profiles import InteractionMatrix, interaction_matrix
+from pipeline.rankers import EaseRanker, HybridRanker, PopularityRanker
+
+log = logging.getLogger(__name__)
+
+USER_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    protocols: tuple[str, ...] = ("temporal", "leave_last_out")
+    """The first is primary: alpha is chosen on its validation split, and `model_info` reports it."""
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    target_events: tuple[str, ...] = ("purchase", "cart")
+    ks: tuple[int, ...] = (5, 10, 20)
+    alphas: tuple[float, ...] = tuple(round(a * 0.1, 1) for a in range(11))
+    ease_l2: tuple[float, ...] = (10.0, 50.0, 100.0, 250.0, 500.0)
+    sampled_negatives: int = 100
+    bootstrap_resamples: int = 500
+    cold_user_events: int = 5
+    """Users with fewer training events than this are `cold_users`."""
+    popular_item_share: float = 0.2
+    """Targets among this share of most-engaged products are `popular_targets`, the rest `long_tail_targets`."""
+    seed: int = 20261126
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """The production model's knobs that evaluation must reproduce."""
+
+    event_weights: dict
+    half_life_days: float
+    candidates: int
+    neighbors_per_item: int
+
+
+@dataclass
+class Ranked:
+    """One model's output on one split: top lists and the sampled rank of every (user, target) pair."""
+
+    model: str
+    alpha: float | None
+    top: np.ndarray
+    pair_rank: np.ndarray
+
+
+@dataclass
+class EvaluationResult:
+    metrics: pl.DataFrame
+    """protocol, split, model, alpha, k, metric, value, ci_low, ci_high, segment, users."""
+    sweep: pl.DataFrame
+    """The primary protocol's validation and test NDCG@10 / Hit@10 per alpha, with intervals."""
+    population: pl.DataFrame
+    """protocol, split, reason, count: who was evaluated and who was set aside, and why."""
+    chosen_alpha: float
+    chosen_ease_l2: float
+    elapsed_seconds: float = 0.0
+    primary_protocol: str = "temporal"
+    extra: dict = field(default_factory=dict)
+
+    def model_metric(self, alpha: float, metric: str = "ndcg", k: int = 10, split: str = "test",
+                     segment: str = "all") -> dict:
+        row = self.metrics.filter(
+            (pl.col("protocol") == self.primary_protocol) & (pl.col("split") == split)
+            & (pl.col("model") == "hybrid") & (pl.col("alpha") == alpha) & (pl.col("k") == k)
+            & (pl.col("metric") == metric) & (pl.col("segment") == segment))
+        return row.row(0, named=True) if row.height else {}
+
+
+def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: np.ndarray,
+             scoring: ScoringSettings, settings: EvaluationSettings = EvaluationSettings(),
+             progress: bool = True) -> EvaluationResult:
+    started = time.perf_counter()
+    metrics, population, chosen_alpha, chosen_l2 = [], [], None, None
+    for protocol in settings.protocols:
+        if protocol == "temporal":
+            valid, test = temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
+                                          settings.target_events)
+        elif protocol == "leave_last_out":
+            valid, test = leave_last_out_splits(interactions, settings.target_events)
+        else:
+            raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
+        valid_rows, l2 = _run_split(valid, product_ids, item_vectors, scoring, settings, settings.ease_l2,
+                                    segments=False, progress=progress)
+        if chosen_alpha is None:  # the primary protocol's validation choice serves everywhere
+            chosen_alpha = _best_alpha(valid_rows, settings)
+            chosen_l2 = l2
+        test_rows, _ = _run_split(test, product_ids, item_vectors, scoring, settings, (chosen_l2,),
+                                  segments=True, progress=progress)
+        metrics += [valid_rows, test_rows]
+        for split in (valid, test):
+            population += [{"protocol": protocol, "split": split.name, "reason": reason, "count": count}
+                           for reason, count in split.counts.items()]
+    table = pl.concat(metrics)
+    result = EvaluationResult(metrics=table, sweep=pl.DataFrame(), population=pl.DataFrame(population),
+                              chosen_alpha=chosen_alpha, chosen_ease_l2=chosen_l2,
+                              primary_protocol=settings.protocols[0])
+    result.sweep = alpha_sweep_table(table, settings.protocols[0])
+    result.elapsed_seconds = round(time.perf_counter() - started, 2)
+    log.info("evaluation done in %.1fs; alpha %.1f chosen on validation", result.elapsed_seconds, chosen_alpha)
+    return result
+
+
+def _best_alpha(validation: pl.DataFrame, settings: EvaluationSettings) -> float:
+    """The alpha with the highest validation NDCG@10 (ties to the smaller alpha)."""
+    sweep = validation.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg")
+                              & (pl.col("k") == 10) & (pl.col("segment") == "all"))
+    best = sweep.sort(["value", "alpha"], descending=[True, False]).row(0, named=True)
+    return float(best["alpha"])
+
+
+def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
+    """alpha, split, metric (ndcg, hit), value, ci_low, ci_high at K = 10 for the hybrid."""
+    return (
+        metrics.filter((pl.col("protocol") == protocol) & (pl.col("model") == "hybrid") & (pl.col("k") == 10)
+                       & pl.col("metric").is_in(["ndcg", "hit"]) & (pl.col("segment") == "all"))
+        .select("alpha", "split", "metric", "value", "ci_low", "ci_high", "users")
+        .sort("split", "metric", "alpha")
+    )
+
+
+def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, scoring: ScoringSettings,
+               settings: EvaluationSettings, ease_l2: tuple[float, ...], segments: bool,
+               progress: bool) -> tuple[pl.DataFrame, float]:
+    matrix = interaction_matrix(split.train, product_ids, scoring.event_weights, scoring.half_life_days)
+    position = {u: i for i, u in enumerate(matrix.user_ids)}
+    item_position = {p: i for i, p in enumerate(product_ids)}
+    users = split.targets["user_id"].unique(maintain_order=True).to_list()
+    rows = np.array([position[u] for u in users], dtype=np.int64)
+    n_items = len(product_ids)
+    user_index = {u: i for i, u in enumerate(users)}
+    pair_users = np.array([user_index[u] for u in split.targets["user_id"]], dtype=np.int64)
+    pair_items = np.array([item_position[p] for p in split.targets["product_id"]], dtype=np.int64)
+    targets = sp.csr_matrix((np.ones(len(pair_users), dtype=np.float32), (pair_users, pair_items)),
+                            shape=(len(users), n_items))
+    negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
+
+    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(matrix, item_vectors)
+    popularity = PopularityRanker().fit(matrix)
+    ease_models = [EaseRanker(l2).fit(matrix) for l2 in ease_l2]
+    depth = max(settings.ks)
+    ranked: dict[tuple[str, float | None], Ranked] = {}
+
+    def keep(model, alpha, scores, block_rows, block_users):
+        key = (model, alpha)
+        purchased = matrix.purchased[block_rows].toarray() > 0
+        top = _top_n(np.where(purchased, -np.inf, scores), depth)
+        in_block = np.flatnonzero(np.isin(pair_users, block_users))
+        local = pair_users[in_block] - block_users[0]
+        pair_scores = scores[local, pair_items[in_block]]
+        negative_scores = np.take_along_axis(scores, negatives[block_users], axis=1)[local]
+        rank = sampled_rank(pair_scores, negative_scores)
+        if key not in ranked:
+            ranked[key] = Ranked(model, alpha, np.empty((len(users), depth), dtype=np.int64),
+                                 np.empty(len(pair_users)))
+        ranked[key].top[block_users] = top
+        ranked[key].pair_rank[in_block] = rank
+
+    blocks = range(0, len(users), USER_BLOCK)
+    for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
+        block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
+        block_rows = rows[block_users]
+        keep("popularity", None, popularity.scores(block_rows), block_rows, block_users)
+        for model in ease_models:
+            keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block_rows, block_users)
+        scores = hybrid.block(block_rows)
+        for alpha in settings.alphas:
+            fused = scores.fused(alpha)
+            # What production lists: only its candidate pool can be recommended, so products outside it
+            # rank below every pool product (fused scores lie in [0, 1]).
+            keep("hybrid", alpha, np.where(scores.pool, fused, fused - 2.0), block_rows, block_users)
+
+    chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_l2) > 1 else ease_l2[0]
+    ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
+              if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
+    engaged = np.asarray((matrix.weights > 0).sum(axis=0)).ravel()
+    frame = _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix, rows, settings,
+                         segments)
+    return frame, chosen_l2
+
+
+def _best_ease(ranked, ease_l2, targets, settings) -> float:
+    scored = []
+    for l2 in ease_l2:
+        top = ranked[(f"ease:{l2:g}", None)].top
+        scored.append(full_ranking_metrics(top, targets, 10)["ndcg"].mean())
+    return float(ease_l2[int(np.argmax(scored))])
+
+
+def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
+    n = min(n, scores.shape[1])
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+
+
+def _sample_negatives(matrix: InteractionMatrix, rows: np.ndarray, targets: sp.csr_matrix, n: int,
+                      seed: int) -> np.ndarray:
+    """For each evaluated user, `n` products they neither purchased before the cut-off nor target."""
+    rng = np.random.default_rng(seed)
+    n_items = targets.shape[1]
+    out = np.empty((len(rows), n), dtype=np.int64)
+    for i, row in enumerate(rows):
+        taken = set(matrix.purchased[row].indices) | set(targets[i].indices)
+        pool = n_items - len(taken)
+        draw = rng.choice(n_items, size=min(n_items, n + len(taken)), replace=False)
+        draw = draw[~np.isin(draw, list(taken))][:n]
+        if len(draw) < n:  # tiny catalogs: repeat what there is
+            draw = np.resize(draw, n) if pool > 0 else np.zeros(n, dtype=np.int64)
+        out[i] = draw
+    return out
+
+
+def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix, rows, settings,
+                 segments: bool) -> pl.DataFrame:
+    n_items = targets.shape[1]
+    events_per_user = dict(split.train.group_by("user_id").len().iter_rows())
+    train_events = np.array([events_per_user.get(matrix.user_ids[r], 0) for r in rows])
+    popular_cut = np.sort(engaged)[::-1][max(0, int(settings.popular_item_share * n_items) - 1)]
+    popular_item = engaged >= max(popular_cut, 1)
+    share = engaged / max(len(matrix.user_ids), 1)
+
+    user_segments = {"all": np.ones(len(rows), dtype=bool)}
+    target_segments = {}
+    if segments:
+        user_segments["cold_users"] = train_events < settings.cold_user_events
+        user_segments["warm_users"] = train_events >= settings.cold_user_events
+        target_segments["popular_targets"] = popular_item[pair_items]
+        target_segments["long_tail_targets"] = ~popular_item[pair_items]
+
+    weights_cache: dict[int, np.ndarray] = {}
+
+    def interval(values):
+        n = len(values)
+        if n not in weights_cache:
+            weights_cache[n] = bootstrap_weights(n, settings.bootstrap_resamples, settings.seed + n)
+        return bootstrap_interval(values, weights_cache[n])
+
+    records = []
+    for (model, alpha), result in ranked.items():
+        for segment, pair_mask in [("all", np.ones(len(pair_users), dtype=bool)), *target_segments.items()]:
+            seg_targets = sp.csr_matrix((np.ones(pair_mask.sum(), dtype=np.float32),
+                                         (pair_users[pair_mask], pair_items[pair_mask])), shape=targets.shape)
+            has_target = np.asarray(seg_targets.getnnz(axis=1)).ravel() > 0
+            user_sets = user_segments if segment == "all" else {segment: np.ones(len(rows), dtype=bool)}
+            for user_segment, user_mask in user_sets.items():
+                chosen = user_mask & has_target
+                pairs = pair_mask & chosen[pair_users]
+                if not chosen.any():
+                    continue
+                name = user_segment if segment == "all" else segment
+                for k in settings.ks:
+                    full = full_ranking_metrics(result.top[chosen], seg_targets[chosen], k)
+                    sampled = sampled_metrics(result.pair_rank[pairs], k)
+                    per_user_sampled = {m: _per_user_mean(v, pair_users[pairs], len(rows))[chosen]
+                                        for m, v in sampled.items()}
+                    top_k = result.top[chosen][:, :k]
+                    values = {**full, **{f"sampled_{m}": v for m, v in per_user_sampled.items()},
+                              "popularity": np.where(top_k >= 0, share[np.maximum(top_k, 0)], np.nan)
+                              .mean(axis=1)}
+                    for metric, per_user in values.items():
+                        value, low, high = interval(per_user.astype(np.float64))
+                        records.append((split.protocol, split.name, model, alpha, k, metric, value, low, high,
+                                        name, int(chosen.sum())))
+                    coverage = len(np.unique(top_k[top_k >= 0])) / n_items
+                    records.append((split.protocol, split.name, model, alpha, k, "coverage", coverage, None,
+                                    None, name, int(chosen.sum())))
+    return pl.DataFrame(records, orient="row", schema={
+        "protocol": pl.String, "split": pl.String, "model": pl.String, "alpha": pl.Float64, "k": pl.Int32,
+        "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+        "segment": pl.String, "users": pl.Int64,
+    })
+
+
+def _per_user_mean(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:
+    sums = np.bincount(users, weights=values, minlength=n_users)
+    counts = np.bincount(users, minlength=n_users)
+    return np.divide(sums, counts, out=np.zeros(n_users), where=counts > 0)
