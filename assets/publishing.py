@@ -10,6 +10,8 @@ from assets.resources import ShopSettings
 from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
+from pipeline.experiment import EvaluationResult
+from pipeline.model_choice import ModelChoice
 from pipeline.profiles import UserProfiles
 from pipeline.vector_index import SavedIndex
 from pipeline.warehouse import prune_indexes, publish
@@ -19,7 +21,8 @@ from pipeline.warehouse import prune_indexes, publish
 def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
               user_profiles: UserProfiles, behavior_model: ItemCooccurrence,
-              recommendations: pl.DataFrame) -> dg.MaterializeResult:
+              recommendations: pl.DataFrame, evaluation: EvaluationResult,
+              alpha_sweep: ModelChoice) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
     readers see the previous run's results until this one commits."""
     config = settings.get()
@@ -35,9 +38,13 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             "user_profiles": user_profiles.table(),
             "item_cooccurrence": behavior_model.pairs(),
             "recommendations": recommendations,
+            "eval_metrics": evaluation.metrics,
+            "eval_population": evaluation.population,
+            "alpha_sweep": alpha_sweep.sweep,
+            "model_info": pl.DataFrame([alpha_sweep.info]),
         }
         row_counts = {name: frame.height for name, frame in tables.items()}
-        record = run_record(context.instance, context.run_id, config, "success",
+        record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
                             faiss_index=str(faiss_index.path), row_counts=row_counts)
         publish(config.warehouse_path, tables, record)
         removed = prune_indexes(config.warehouse_path)

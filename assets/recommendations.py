@@ -8,6 +8,7 @@ from assets.reporting import frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
+from pipeline.model_choice import ModelChoice
 from pipeline.profiles import UserProfiles
 from pipeline.recommend import RecommendationSettings, recommend
 from pipeline.vector_index import SavedIndex, load_index
@@ -16,8 +17,10 @@ from pipeline.vector_index import SavedIndex, load_index
 @dg.asset(group_name="recommender", kinds={"polars"})
 def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
                     product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
-                    user_profiles: UserProfiles, behavior_model: ItemCooccurrence) -> dg.Output[pl.DataFrame]:
-    """Top-K products per user, `alpha * behavioral + (1 - alpha) * content`, purchased and
+                    user_profiles: UserProfiles, behavior_model: ItemCooccurrence,
+                    alpha_sweep: ModelChoice) -> dg.Output[pl.DataFrame]:
+    """Top-K products per user, `alpha * behavioral + (1 - alpha) * content` with alpha from `alpha_sweep`,
+    purchased and
     out-of-stock products excluded, with the history items that contributed most as evidence."""
     model = settings.get().model
     with reported(context) as meta:
@@ -27,10 +30,10 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
         in_stock = products["in_stock"].to_numpy()
         ranked = recommend(user_profiles.matrix, user_profiles.vectors, product_embeddings.vectors, index,
                            behavior_model, in_stock,
-                           RecommendationSettings(model.hybrid_alpha, model.top_k, model.candidates))
+                           RecommendationSettings(alpha_sweep.alpha, model.top_k, model.candidates))
         per_user = ranked.group_by("user_id").len()
         meta.update(frame_metadata(ranked), users=per_user.height,
                     users_with_fewer_than_k=per_user.filter(pl.col("len") < model.top_k).height,
-                    hybrid_alpha=model.hybrid_alpha, top_k=model.top_k,
+                    hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source, top_k=model.top_k,
                     catalog_coverage=round(ranked["product_id"].n_unique() / products.height, 4))
     return dg.Output(ranked, metadata=meta)

@@ -25,8 +25,9 @@ class ConfigError(ValueError):
 class ModelConfig:
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     """Sentence-transformers model name or local folder; all-MiniLM-L6-v2 loads offline from its package."""
-    hybrid_alpha: float = 0.2
-    """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1]."""
+    hybrid_alpha: float | str = 0.2
+    """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1], or
+    "auto" for the alpha the nightly evaluation picks on validation."""
     top_k: int = 10
     """How many recommendations each user gets."""
     candidates: int = 200
@@ -42,6 +43,26 @@ class ModelConfig:
     neighbors_per_item: int = 100
     """Item-to-item neighbours kept per product in the behavioural model (keeps it sparse)."""
     encode_batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    protocols: list = field(default_factory=lambda: ["temporal", "leave_last_out"])
+    """The first is primary: alpha is chosen on its validation split and `model_info` reports it."""
+    valid_fraction: float = 0.1
+    """Share of events (by time) in the validation window, just before the test window."""
+    test_fraction: float = 0.1
+    """Share of events (by time) in the test window, at the end."""
+    target_events: list = field(default_factory=lambda: ["purchase", "cart"])
+    """Event types whose products count as targets."""
+    sampled_negatives: int = 100
+    bootstrap_resamples: int = 500
+    cold_user_events: int = 5
+    popular_item_share: float = 0.2
+    gate_max_ndcg_drop: float = 0.2
+    """Do not publish when test NDCG@10 falls by more than this fraction against the last published run."""
+    gate_min_coverage_ratio: float = 0.5
+    """Do not publish when catalog coverage@10 falls below this fraction of the last published run's."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,7 @@ class FrontendConfig:
 @dataclass(frozen=True)
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -165,7 +187,11 @@ def _build_section(section_name: str, section_type: type, values: Any) -> Any:
     return section_type(**kwargs)
 
 
-def _coerce(key: str, expected: type, value: Any) -> Any:
+def _coerce(key: str, expected: Any, value: Any) -> Any:
+    if key == "model.hybrid_alpha" and value == "auto":
+        return value
+    if key == "model.hybrid_alpha":
+        expected = float
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
@@ -174,15 +200,30 @@ def _coerce(key: str, expected: type, value: Any) -> Any:
         return value
     if expected is str and isinstance(value, str):
         return value
-    if expected is dict and isinstance(value, dict):
+    if expected in (dict, list) and isinstance(value, expected):
         return value
-    raise ConfigError(f"config key '{key}' must be {expected.__name__}, got {value!r}")
+    name = "a number or \"auto\"" if key == "model.hybrid_alpha" else expected.__name__
+    raise ConfigError(f"config key '{key}' must be {name}, got {value!r}")
 
 
 def _validate(settings: Settings) -> None:
     model = settings.model
+    evaluation = settings.evaluation
     checks = [
-        ("model.hybrid_alpha", 0.0 <= model.hybrid_alpha <= 1.0, "must be between 0 and 1"),
+        ("model.hybrid_alpha", model.hybrid_alpha == "auto" or 0.0 <= model.hybrid_alpha <= 1.0,
+         "must be between 0 and 1, or \"auto\""),
+        ("evaluation.protocols", bool(evaluation.protocols)
+         and set(evaluation.protocols) <= {"temporal", "leave_last_out"},
+         "must list temporal and/or leave_last_out"),
+        ("evaluation.valid_fraction", 0 < evaluation.valid_fraction < 0.5, "must be in (0, 0.5)"),
+        ("evaluation.test_fraction", 0 < evaluation.test_fraction < 0.5, "must be in (0, 0.5)"),
+        ("evaluation.target_events", bool(evaluation.target_events)
+         and set(evaluation.target_events) <= {"view", "cart", "purchase", "rating"}, "must list event types"),
+        ("evaluation.sampled_negatives", evaluation.sampled_negatives >= 1, "must be at least 1"),
+        ("evaluation.bootstrap_resamples", evaluation.bootstrap_resamples >= 10, "must be at least 10"),
+        ("evaluation.gate_max_ndcg_drop", 0 <= evaluation.gate_max_ndcg_drop <= 1, "must be in [0, 1]"),
+        ("evaluation.gate_min_coverage_ratio", 0 <= evaluation.gate_min_coverage_ratio <= 1,
+         "must be in [0, 1]"),
         ("model.top_k", model.top_k >= 1, "must be at least 1"),
         ("model.candidates", model.candidates >= model.top_k, "must be at least model.top_k"),
         ("model.faiss_index", model.faiss_index in {"flat", "hnsw", "ivf"}, "must be one of flat, hnsw, ivf"),

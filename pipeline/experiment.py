@@ -17,6 +17,7 @@ import polars as pl
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from pipeline.config import Settings
 from pipeline.evaluation import (
     Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sampled_metrics,
     sampled_rank, temporal_splits,
@@ -27,6 +28,8 @@ from pipeline.rankers import EaseRanker, HybridRanker, PopularityRanker
 log = logging.getLogger(__name__)
 
 USER_BLOCK = 1024
+FALLBACK_ALPHA = 0.2
+"""Used by "auto" when validation has no user to evaluate (a tiny or brand-new shop)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,22 @@ class EvaluationSettings:
     popular_item_share: float = 0.2
     """Targets among this share of most-engaged products are `popular_targets`, the rest `long_tail_targets`."""
     seed: int = 20261126
+
+
+def evaluation_settings(config: Settings) -> EvaluationSettings:
+    evaluation = config.evaluation
+    return EvaluationSettings(
+        protocols=tuple(evaluation.protocols), valid_fraction=evaluation.valid_fraction,
+        test_fraction=evaluation.test_fraction, target_events=tuple(evaluation.target_events),
+        sampled_negatives=evaluation.sampled_negatives, bootstrap_resamples=evaluation.bootstrap_resamples,
+        cold_user_events=evaluation.cold_user_events, popular_item_share=evaluation.popular_item_share,
+    )
+
+
+def scoring_settings(config: Settings) -> "ScoringSettings":
+    model = config.model
+    return ScoringSettings(event_weights=model.event_weights, half_life_days=model.recency_half_life_days,
+                           candidates=model.candidates, neighbors_per_item=model.neighbors_per_item)
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
              scoring: ScoringSettings, settings: EvaluationSettings = EvaluationSettings(),
              progress: bool = True) -> EvaluationResult:
     started = time.perf_counter()
-    metrics, population, chosen_alpha, chosen_l2 = [], [], None, None
+    metrics, population, chosen_alpha, chosen_l2 = [], [], FALLBACK_ALPHA, settings.ease_l2[0]
     for protocol in settings.protocols:
         if protocol == "temporal":
             valid, test = temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
@@ -106,8 +125,8 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
             raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
         valid_rows, l2 = _run_split(valid, product_ids, item_vectors, scoring, settings, settings.ease_l2,
                                     segments=False, progress=progress)
-        if chosen_alpha is None:  # the primary protocol's validation choice serves everywhere
-            chosen_alpha = _best_alpha(valid_rows, settings)
+        if protocol == settings.protocols[0]:  # the primary protocol's validation choice serves everywhere
+            chosen_alpha = _best_alpha(valid_rows)
             chosen_l2 = l2
         test_rows, _ = _run_split(test, product_ids, item_vectors, scoring, settings, (chosen_l2,),
                                   segments=True, progress=progress)
@@ -125,10 +144,13 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
     return result
 
 
-def _best_alpha(validation: pl.DataFrame, settings: EvaluationSettings) -> float:
+def _best_alpha(validation: pl.DataFrame) -> float:
     """The alpha with the highest validation NDCG@10 (ties to the smaller alpha)."""
     sweep = validation.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg")
                               & (pl.col("k") == 10) & (pl.col("segment") == "all"))
+    if sweep.is_empty():
+        log.warning("no validation users to choose alpha with; using %.1f", FALLBACK_ALPHA)
+        return FALLBACK_ALPHA
     best = sweep.sort(["value", "alpha"], descending=[True, False]).row(0, named=True)
     return float(best["alpha"])
 
@@ -146,6 +168,9 @@ def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
 def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, scoring: ScoringSettings,
                settings: EvaluationSettings, ease_l2: tuple[float, ...], segments: bool,
                progress: bool) -> tuple[pl.DataFrame, float]:
+    if split.targets.is_empty() or split.train.is_empty():
+        log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
+        return _empty_metrics(), ease_l2[len(ease_l2) // 2]
     matrix = interaction_matrix(split.train, product_ids, scoring.event_weights, scoring.half_life_days)
     position = {u: i for i, u in enumerate(matrix.user_ids)}
     item_position = {p: i for i, p in enumerate(product_ids)}
@@ -290,11 +315,18 @@ def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix
                     coverage = len(np.unique(top_k[top_k >= 0])) / n_items
                     records.append((split.protocol, split.name, model, alpha, k, "coverage", coverage, None,
                                     None, name, int(chosen.sum())))
-    return pl.DataFrame(records, orient="row", schema={
-        "protocol": pl.String, "split": pl.String, "model": pl.String, "alpha": pl.Float64, "k": pl.Int32,
-        "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-        "segment": pl.String, "users": pl.Int64,
-    })
+    return pl.DataFrame(records, orient="row", schema=METRICS_SCHEMA)
+
+
+METRICS_SCHEMA = {
+    "protocol": pl.String, "split": pl.String, "model": pl.String, "alpha": pl.Float64, "k": pl.Int32,
+    "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
+    "segment": pl.String, "users": pl.Int64,
+}
+
+
+def _empty_metrics() -> pl.DataFrame:
+    return pl.DataFrame(schema=METRICS_SCHEMA)
 
 
 def _per_user_mean(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:

@@ -49,6 +49,27 @@ TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# Evaluation history: appended by every published run and never overwritten, so SQL can compare nights.
+HISTORY_TABLES: dict[str, dict[str, str]] = {
+    "eval_metrics": {
+        "protocol": "VARCHAR", "split": "VARCHAR", "model": "VARCHAR", "alpha": "DOUBLE", "k": "INTEGER",
+        "metric": "VARCHAR", "value": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE", "segment": "VARCHAR",
+        "users": "BIGINT",
+    },
+    "eval_population": {"protocol": "VARCHAR", "split": "VARCHAR", "reason": "VARCHAR", "count": "BIGINT"},
+    "alpha_sweep": {
+        "alpha": "DOUBLE", "split": "VARCHAR", "metric": "VARCHAR", "value": "DOUBLE", "ci_low": "DOUBLE",
+        "ci_high": "DOUBLE", "users": "BIGINT", "chosen": "BOOLEAN",
+    },
+    "model_info": {
+        "model_type": "VARCHAR", "hybrid_alpha": "DOUBLE", "alpha_source": "VARCHAR",
+        "validation_best_alpha": "DOUBLE", "protocol": "VARCHAR", "hit_at_10": "DOUBLE",
+        "hit_at_10_ci_low": "DOUBLE", "hit_at_10_ci_high": "DOUBLE", "ndcg_at_10": "DOUBLE",
+        "ndcg_at_10_ci_low": "DOUBLE", "ndcg_at_10_ci_high": "DOUBLE", "coverage_at_10": "DOUBLE",
+        "users_evaluated": "BIGINT", "eval_seconds": "DOUBLE",
+    },
+}
+
 RUNS_COLUMNS = {
     "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
     "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
@@ -73,8 +94,9 @@ class RunRecord:
 
 
 def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None:
-    """Replace every table in `tables` and append `run` to `runs`, all in one transaction."""
-    unknown = set(tables) - set(TABLES)
+    """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
+    `run` to `runs`, all in one transaction."""
+    unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,7 +104,7 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None
     try:
         con.execute("BEGIN TRANSACTION")
         for name, frame in tables.items():
-            _replace_table(con, name, frame, run)
+            _write_table(con, name, frame, run)
         _insert_run(con, run)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
@@ -117,14 +139,19 @@ def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
     )
 
 
-def _replace_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, run: RunRecord) -> None:
-    schema = TABLES[name]
+def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, run: RunRecord) -> None:
+    history = name in HISTORY_TABLES
+    schema = HISTORY_TABLES[name] if history else TABLES[name]
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise ValueError(f"table {name}: frame lacks columns {missing}")
     columns = {**schema, **LINEAGE_COLUMNS}
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
-    con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
+    if history:
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
+        con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
+    else:
+        con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
     con.register("incoming", frame.select(list(schema)).to_arrow())
     select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
     con.execute(f'INSERT INTO "{name}" SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
@@ -137,7 +164,7 @@ def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
 
 def read_table(path: Path, name: str) -> pl.DataFrame:
     """A whole published table (or `runs`), as polars."""
-    if name not in TABLES and name != "runs":
+    if name not in TABLES and name not in HISTORY_TABLES and name != "runs":
         raise ValueError(f"not a warehouse table: {name}")
     con = connect_readonly(path)
     try:
@@ -165,9 +192,29 @@ def latest_run(path: Path) -> dict | None:
         con.close()
 
 
+def latest_model_info(path: Path) -> dict | None:
+    """The `model_info` row of the newest successful run, or None before the first one."""
+    run = latest_run(path)
+    if run is None:
+        return None
+    con = connect_readonly(path)
+    try:
+        rows = con.execute("SELECT * FROM model_info WHERE run_id = ?", [run["run_id"]]).pl()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    return rows.row(0, named=True) if rows.height else None
+
+
 def index_path(warehouse: Path, run_id: str) -> Path:
     """Where a run writes its FAISS index: beside the warehouse, one file per run."""
     return warehouse.parent / "indexes" / f"products-{run_id}.faiss"
+
+
+def report_path(warehouse: Path, run_id: str) -> Path:
+    """Where a run writes its alpha-sweep plot: beside the warehouse, one file per run."""
+    return warehouse.parent / "reports" / f"alpha-sweep-{run_id}.png"
 
 
 def prune_indexes(warehouse: Path, keep_runs: int = 3) -> list[Path]:
