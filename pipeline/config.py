@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 class ModelConfig:
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     """Sentence-transformers model name or local folder; all-MiniLM-L6-v2 loads offline from its package."""
-    hybrid_alpha: float | str = 0.2
+    hybrid_alpha: float | str = "auto"
     """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1], or
     "auto" for the alpha the nightly evaluation picks on validation."""
     top_k: int = 10

@@ -160,4 +160,4 @@ def bootstrap_interval(values: np.ndarray, weights: np.ndarray) -> tuple[float, 
 
 def bootstrap_weights(n_users: int, resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float32)
+    return rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=resamples).astype(np.float64)

@@ -237,11 +237,13 @@ def _best_ease(ranked, ease_l2, targets, settings) -> float:
 
 
 def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
-    n = min(n, scores.shape[1])
-    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    """Each row's `n` best columns, best first; -1 pads rows (and catalogs) with fewer."""
+    width = min(n, scores.shape[1])
+    part = np.argpartition(-scores, width - 1, axis=1)[:, :width]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
     top = np.take_along_axis(part, order, axis=1)
-    return np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+    top = np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
+    return np.pad(top, ((0, 0), (0, n - width)), constant_values=-1)
 
 
 def _sample_negatives(matrix: InteractionMatrix, rows: np.ndarray, targets: sp.csr_matrix, n: int,
@@ -306,8 +308,7 @@ def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix
                                         for m, v in sampled.items()}
                     top_k = result.top[chosen][:, :k]
                     values = {**full, **{f"sampled_{m}": v for m, v in per_user_sampled.items()},
-                              "popularity": np.where(top_k >= 0, share[np.maximum(top_k, 0)], np.nan)
-                              .mean(axis=1)}
+                              "popularity": _mean_share(top_k, share)}
                     for metric, per_user in values.items():
                         value, low, high = interval(per_user.astype(np.float64))
                         records.append((split.protocol, split.name, model, alpha, k, metric, value, low, high,
@@ -327,6 +328,13 @@ METRICS_SCHEMA = {
 
 def _empty_metrics() -> pl.DataFrame:
     return pl.DataFrame(schema=METRICS_SCHEMA)
+
+
+def _mean_share(top: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Mean training popularity (share of users who engaged) of each list's products."""
+    present = top >= 0
+    totals = np.where(present, share[np.maximum(top, 0)], 0.0).sum(axis=1)
+    return np.divide(totals, present.sum(axis=1), out=np.zeros(len(top)), where=present.any(axis=1))
 
 
 def _per_user_mean(values: np.ndarray, users: np.ndarray, n_users: int) -> np.ndarray:

@@ -102,7 +102,7 @@ class Shop:
 
     def write_config(self, **model) -> None:
         config = {
-            "model": {"top_k": 5, "candidates": 20, "similar_products": 5, **model},
+            "model": {"top_k": 5, "candidates": 20, "similar_products": 5, "hybrid_alpha": 0.2, **model},
             "data": {"input_dir": str(self.input_dir), "warehouse": str(self.warehouse),
                      "cache_dir": str(self.root / "cache")},
         }

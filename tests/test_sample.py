@@ -89,3 +89,47 @@ def test_sample_lists_follow_each_users_favourite_category(sample_run):
     in_favourite = recs.join(products, on="product_id").join(favourite, on="user_id").select(
         (pl.col("category") == pl.col("favourite")).mean()).item()
     assert in_favourite > 0.4  # ten categories: chance alone would be about 0.1
+
+
+def test_sample_evaluation_lands_in_the_warehouse(sample_run):
+    warehouse, result = sample_run
+    metrics = read_table(warehouse, "eval_metrics")
+    assert set(metrics["protocol"]) == {"temporal", "leave_last_out"}
+    assert {"popularity", "ease", "hybrid"} <= set(metrics["model"])
+    assert set(metrics["k"]) == {5, 10, 20}
+    assert {"hit", "ndcg", "recall", "mrr", "sampled_ndcg", "coverage", "popularity"} <= set(metrics["metric"])
+    assert {"all", "cold_users", "warm_users", "popular_targets", "long_tail_targets"} <= set(metrics["segment"])
+    with_ci = metrics.filter(pl.col("ci_low").is_not_null())
+    tolerance = 1e-9
+    assert (with_ci["ci_low"] <= with_ci["value"] + tolerance).all()
+    assert (with_ci["value"] <= with_ci["ci_high"] + tolerance).all()
+    info = read_table(warehouse, "model_info").row(0, named=True)
+    sweep = read_table(warehouse, "alpha_sweep")
+    best = sweep.filter((pl.col("split") == "validation") & (pl.col("metric") == "ndcg")).sort(
+        ["value", "alpha"], descending=[True, False])["alpha"][0]
+    assert info["alpha_source"] == "auto" and info["hybrid_alpha"] == best
+    assert read_table(warehouse, "runs")["hybrid_alpha"][0] == best
+    # The hybrid beats popularity on the sample's held-out future (the sample is learnable).
+    test = metrics.filter((pl.col("split") == "test") & (pl.col("protocol") == "temporal") & (pl.col("k") == 10)
+                          & (pl.col("metric") == "ndcg") & (pl.col("segment") == "all"))
+    popularity = test.filter(pl.col("model") == "popularity")["value"][0]
+    assert info["ndcg_at_10"] > popularity
+    assert metadata_value(result, "alpha_sweep", "alpha") == best
+
+
+def test_gate_keeps_the_old_lists_when_quality_regresses(sample_run, tmp_path):
+    warehouse, _ = sample_run
+    before = read_table(warehouse, "recommendations")
+    previous = read_table(warehouse, "model_info")
+    # Pin content-only scoring, far worse on this data than the alpha chosen on validation.
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model": {"hybrid_alpha": 0.0}, "data": {
+        "input_dir": str(SAMPLE), "warehouse": str(warehouse), "cache_dir": str(warehouse.parent / "cache")}}))
+    blocked = materialize_all(config, raise_on_error=False)
+    assert not blocked.success
+    check = blocked.get_asset_check_evaluations()[0]
+    assert not check.passed and "NDCG@10 fell" in check.description
+    assert read_table(warehouse, "recommendations").equals(before)
+    assert read_table(warehouse, "model_info").equals(previous)
+    runs = read_table(warehouse, "runs")
+    assert runs.filter(pl.col("status") == "success").height == 1
