@@ -14,10 +14,10 @@ from pipeline.profiles import interaction_matrix
 def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
                    interactions: pl.DataFrame) -> dg.Output[ItemCooccurrence]:
     """Item-item cosine over which users engaged with both products; sparse, top neighbours per product."""
-    model = settings.get().model
+    config = settings.get()
+    model = config.model
     with reported(context) as meta:
-        matrix = interaction_matrix(interactions, products["product_id"].to_list(), model.event_weights,
-                                    model.recency_half_life_days)
+        matrix = interaction_matrix(interactions, products["product_id"].to_list(), config.interest_weighting())
         fitted = ItemCooccurrence(neighbors_per_item=model.neighbors_per_item).fit(
             matrix.weights, matrix.product_ids)
         pairs = fitted.pairs()

@@ -50,10 +50,10 @@ def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, int
                   product_embeddings: ProductEmbeddings) -> dg.Output[UserProfiles]:
     """Each user's content profile: the mean of their products' embeddings, weighted by event type
     (purchase > cart > view) and recency."""
-    model = settings.get().model
+    config = settings.get()
     with reported(context) as meta:
         profiles = build_user_profiles(interactions, product_embeddings.product_ids, product_embeddings.vectors,
-                                       model.event_weights, model.recency_half_life_days)
+                                       config.interest_weighting())
         meta.update(frame_metadata(profiles.summary), users=len(profiles.matrix.user_ids),
                     user_product_pairs=profiles.matrix.weights.nnz)
     return dg.Output(profiles, metadata=meta)

@@ -40,6 +40,8 @@ class ModelConfig:
     """Weight of each event type in profiles and co-occurrence; a rating's weight is scaled by (stars - 2.5)."""
     recency_half_life_days: float = 30.0
     """An event this many days older than the newest event counts half."""
+    recency_half_life_events: float = 0.0
+    """A user's event this many events back counts half; 0 switches sequence recency off."""
     neighbors_per_item: int = 100
     """Item-to-item neighbours kept per product in the behavioural model (keeps it sparse)."""
     encode_batch_size: int = 64
@@ -119,6 +121,13 @@ class Settings:
     @property
     def cache_dir(self) -> Path:
         return self.path(self.data.cache_dir)
+
+    def interest_weighting(self):
+        from pipeline.profiles import InterestWeighting
+
+        return InterestWeighting(event_weights=self.model.event_weights,
+                                 half_life_days=self.model.recency_half_life_days,
+                                 half_life_events=self.model.recency_half_life_events or None)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: _section_dict(getattr(self, f.name)) for f in fields(self) if f.name != "base_dir"}
@@ -229,6 +238,7 @@ def _validate(settings: Settings) -> None:
         ("model.faiss_index", model.faiss_index in {"flat", "hnsw", "ivf"}, "must be one of flat, hnsw, ivf"),
         ("model.similar_products", model.similar_products >= 1, "must be at least 1"),
         ("model.recency_half_life_days", model.recency_half_life_days > 0, "must be positive"),
+        ("model.recency_half_life_events", model.recency_half_life_events >= 0, "must be 0 (off) or positive"),
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),

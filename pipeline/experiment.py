@@ -22,7 +22,7 @@ from pipeline.evaluation import (
     Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sampled_metrics,
     sampled_rank, temporal_splits,
 )
-from pipeline.profiles import InteractionMatrix, interaction_matrix
+from pipeline.profiles import InteractionMatrix, InterestWeighting, interaction_matrix
 from pipeline.rankers import EaseRanker, HybridRanker, PopularityRanker
 
 log = logging.getLogger(__name__)
@@ -63,16 +63,15 @@ def evaluation_settings(config: Settings) -> EvaluationSettings:
 
 def scoring_settings(config: Settings) -> "ScoringSettings":
     model = config.model
-    return ScoringSettings(event_weights=model.event_weights, half_life_days=model.recency_half_life_days,
-                           candidates=model.candidates, neighbors_per_item=model.neighbors_per_item)
+    return ScoringSettings(weighting=config.interest_weighting(), candidates=model.candidates,
+                           neighbors_per_item=model.neighbors_per_item)
 
 
 @dataclass(frozen=True)
 class ScoringSettings:
     """The production model's knobs that evaluation must reproduce."""
 
-    event_weights: dict
-    half_life_days: float
+    weighting: InterestWeighting
     candidates: int
     neighbors_per_item: int
 
@@ -171,7 +170,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     if split.targets.is_empty() or split.train.is_empty():
         log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
         return _empty_metrics(), ease_l2[len(ease_l2) // 2]
-    matrix = interaction_matrix(split.train, product_ids, scoring.event_weights, scoring.half_life_days)
+    matrix = interaction_matrix(split.train, product_ids, scoring.weighting)
     position = {u: i for i, u in enumerate(matrix.user_ids)}
     item_position = {p: i for i, p in enumerate(product_ids)}
     users = split.targets["user_id"].unique(maintain_order=True).to_list()

@@ -1,8 +1,9 @@
 """Users' interest: each event weighted by its type and its age, and a content profile per user.
 
-An event of type t at age a (days before the newest event in the log) weighs
-`event_weights[t] * 0.5 ** (a / half_life)`; a rating's weight is further scaled by (stars - 2.5), so a bad
-rating pulls away. A user's weights per product are summed and floored at zero.
+An event of type t at age a (days before the newest event in the log) that is the user's n-th most recent
+event (n = 0 for the latest) weighs `event_weights[t] * 0.5 ** (a / half_life_days) * 0.5 ** (n / half_life_events)`;
+a rating's weight is further scaled by (stars - 2.5), so a bad rating pulls away. A user's weights per
+product are summed and floored at zero.
 """
 
 from __future__ import annotations
@@ -14,6 +15,18 @@ import polars as pl
 import scipy.sparse as sp
 
 RATING_MIDPOINT = 2.5
+
+
+@dataclass(frozen=True)
+class InterestWeighting:
+    """How much each event says about a user's interest."""
+
+    event_weights: dict
+    half_life_days: float = 30.0
+    """Wall-clock recency: an event this many days older than the log's newest counts half."""
+    half_life_events: float | None = None
+    """Sequence recency: the user's event this many events back counts half (None: off). Sessions and
+    logs without real time (only an order) are better served by this than by days."""
 
 
 @dataclass(frozen=True)
@@ -47,20 +60,22 @@ class UserProfiles:
 
 
 def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item_vectors: np.ndarray,
-                        event_weights: dict[str, float], half_life_days: float) -> UserProfiles:
-    matrix = interaction_matrix(interactions, product_ids, event_weights, half_life_days)
+                        weighting: InterestWeighting) -> UserProfiles:
+    matrix = interaction_matrix(interactions, product_ids, weighting)
     return UserProfiles(matrix=matrix, vectors=user_profiles(matrix, item_vectors),
                         summary=user_summary(interactions))
 
 
-def event_weights_frame(interactions: pl.DataFrame, event_weights: dict[str, float],
-                        half_life_days: float) -> pl.DataFrame:
+def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting) -> pl.DataFrame:
     """One row per (user, product): the summed, recency-decayed weight of its events, floored at zero."""
     newest = interactions["timestamp"].max()
-    type_weight = pl.col("event_type").replace_strict(event_weights, return_dtype=pl.Float64)
+    type_weight = pl.col("event_type").replace_strict(weighting.event_weights, return_dtype=pl.Float64)
     rating_scale = pl.when(pl.col("event_type") == "rating").then(pl.col("value") - RATING_MIDPOINT).otherwise(1.0)
     age_days = (pl.lit(newest) - pl.col("timestamp")).dt.total_seconds() / 86400.0
-    decay = pl.lit(0.5).pow(age_days / half_life_days)
+    decay = pl.lit(0.5).pow(age_days / weighting.half_life_days)
+    if weighting.half_life_events:
+        back = pl.col("timestamp").rank("ordinal", descending=True).over("user_id") - 1
+        decay = decay * pl.lit(0.5).pow(back / weighting.half_life_events)
     return (
         interactions.with_columns(weight=type_weight * rating_scale * decay)
         .group_by("user_id", "product_id")
@@ -69,9 +84,9 @@ def event_weights_frame(interactions: pl.DataFrame, event_weights: dict[str, flo
     )
 
 
-def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str], event_weights: dict[str, float],
-                       half_life_days: float) -> InteractionMatrix:
-    pairs = event_weights_frame(interactions, event_weights, half_life_days)
+def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
+                       weighting: InterestWeighting) -> InteractionMatrix:
+    pairs = event_weights_frame(interactions, weighting)
     user_ids = pairs["user_id"].unique(maintain_order=True).to_list()
     users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids))})
     items = pl.DataFrame({"product_id": product_ids, "col": np.arange(len(product_ids))})

@@ -16,6 +16,7 @@ from pipeline.evaluation import (
 )
 from pipeline.experiment import EvaluationSettings, ScoringSettings, evaluate
 from pipeline.model_choice import quality_gate
+from pipeline.profiles import InterestWeighting
 
 WEIGHTS = {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0}
 
@@ -105,7 +106,7 @@ def test_popularity_on_a_toy_shop_gives_its_known_numbers():
     log = toy_shop()
     products = ["P1", "P2"] + [f"Q{u}" for u in range(10)]
     vectors = np.eye(len(products), 16, dtype=np.float32)
-    result = evaluate(log, products, vectors, ScoringSettings(WEIGHTS, 30.0, 10, 10),
+    result = evaluate(log, products, vectors, ScoringSettings(InterestWeighting(WEIGHTS), 10, 10),
                       EvaluationSettings(protocols=("temporal",), valid_fraction=0.2, test_fraction=0.2,
                                          bootstrap_resamples=50, sampled_negatives=5), progress=False)
     popular = result.metrics.filter((pl.col("model") == "popularity") & (pl.col("split") == "test")
@@ -136,7 +137,7 @@ def planted_shop(seed=0, users=160, products=60):
 def test_sweep_picks_the_alpha_the_planted_data_rewards():
     log, products, vectors = planted_shop()
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    result = evaluate(log, products, vectors, ScoringSettings(WEIGHTS, 30.0, 20, 20),
+    result = evaluate(log, products, vectors, ScoringSettings(InterestWeighting(WEIGHTS), 20, 20),
                       EvaluationSettings(protocols=("leave_last_out",), bootstrap_resamples=50,
                                          sampled_negatives=20), progress=False)
     assert result.chosen_alpha >= 0.7
