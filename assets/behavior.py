@@ -7,17 +7,20 @@ import polars as pl
 from assets.reporting import frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
+from pipeline.model_choice import ModelChoice
 from pipeline.profiles import interaction_matrix
 
 
 @dg.asset(group_name="recommender", kinds={"scipy"})
 def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
-                   interactions: pl.DataFrame) -> dg.Output[ItemCooccurrence]:
-    """Item-item cosine over which users engaged with both products; sparse, top neighbours per product."""
+                   interactions: pl.DataFrame, alpha_sweep: ModelChoice) -> dg.Output[ItemCooccurrence]:
+    """Item-item cosine over which users engaged with both products; sparse, top neighbours per product.
+    Each user's engagement is weighted as the profiles are (recency as chosen by `alpha_sweep`)."""
     config = settings.get()
     model = config.model
     with reported(context) as meta:
-        matrix = interaction_matrix(interactions, products["product_id"].to_list(), config.interest_weighting())
+        weighting = config.interest_weighting(alpha_sweep.half_life_events)
+        matrix = interaction_matrix(interactions, products["product_id"].to_list(), weighting)
         fitted = ItemCooccurrence(neighbors_per_item=model.neighbors_per_item).fit(
             matrix.weights, matrix.product_ids)
         pairs = fitted.pairs()

@@ -7,6 +7,7 @@ import polars as pl
 from assets.reporting import frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings, embed_products
+from pipeline.model_choice import ModelChoice
 from pipeline.profiles import UserProfiles, build_user_profiles
 from pipeline.vector_index import SavedIndex, build_index, save_index, similar_products
 from pipeline.warehouse import index_path
@@ -47,13 +48,13 @@ def faiss_index(context: dg.AssetExecutionContext, settings: ShopSettings,
 
 @dg.asset(group_name="recommender", kinds={"numpy"})
 def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, interactions: pl.DataFrame,
-                  product_embeddings: ProductEmbeddings) -> dg.Output[UserProfiles]:
+                  product_embeddings: ProductEmbeddings, alpha_sweep: ModelChoice) -> dg.Output[UserProfiles]:
     """Each user's content profile: the mean of their products' embeddings, weighted by event type
-    (purchase > cart > view) and recency."""
+    (purchase > cart > view) and recency (in days, and in events as chosen by `alpha_sweep`)."""
     config = settings.get()
     with reported(context) as meta:
         profiles = build_user_profiles(interactions, product_embeddings.product_ids, product_embeddings.vectors,
-                                       config.interest_weighting())
+                                       config.interest_weighting(alpha_sweep.half_life_events))
         meta.update(frame_metadata(profiles.summary), users=len(profiles.matrix.user_ids),
                     user_product_pairs=profiles.matrix.weights.nnz)
     return dg.Output(profiles, metadata=meta)

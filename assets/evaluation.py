@@ -46,6 +46,8 @@ def alpha_sweep(context: dg.AssetExecutionContext, settings: ShopSettings,
         path.write_bytes(png)
         image = base64.b64encode(png).decode()
         meta.update(alpha=choice.alpha, alpha_source=choice.source,
+                    recency_half_life_events=choice.half_life_events or 0.0,
+                    tuning=preview(evaluation.tuning, rows=20),
                     test_ndcg_at_10=choice.info["ndcg_at_10"], test_hit_at_10=choice.info["hit_at_10"],
                     plot=dg.MetadataValue.md(f"![alpha sweep](data:image/png;base64,{image})"),
                     plot_file=dg.MetadataValue.path(str(path)), sweep=preview(choice.sweep, rows=50))

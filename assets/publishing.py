@@ -40,6 +40,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             "recommendations": recommendations,
             "eval_metrics": evaluation.metrics,
             "eval_population": evaluation.population,
+            "eval_tuning": evaluation.tuning,
             "alpha_sweep": alpha_sweep.sweep,
             "model_info": pl.DataFrame([alpha_sweep.info]),
         }

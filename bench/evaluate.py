@@ -33,9 +33,10 @@ def model_rows(result: EvaluationResult, protocol: str) -> list[tuple[str, str, 
     """(label, model, alpha) of each row of the table, in reading order."""
     return [
         ("popularity", "popularity", None),
-        ("content only (alpha 0)", "hybrid", 0.0),
-        ("behaviour only (alpha 1)", "hybrid", 1.0),
-        (f"hybrid, alpha {result.chosen_alpha:g} (chosen on validation)", "hybrid", result.chosen_alpha),
+        ("content only (alpha 0, same recency)", "hybrid", 0.0),
+        ("behaviour only (alpha 1, same recency)", "hybrid", 1.0),
+        (f"hybrid, alpha {result.chosen_alpha:g}, recency half-life {result.chosen_half_life_events or 0:g} events "
+         "(chosen on validation)", "hybrid", result.chosen_alpha),
         (f"EASE, lambda {result.chosen_ease_l2:g} (chosen on validation)", "ease", None),
     ]
 
@@ -95,6 +96,9 @@ def main() -> None:
         print(f"### {protocol}, test split (full ranking over all products, purchased excluded)\n")
         print(table(result, protocol))
         print()
+    print("validation tuning (sequence-recency half-life, its best alpha, validation NDCG@10):")
+    print("  " + "; ".join(f"{h:g} events: alpha {a:g}, {v:.4f}" for h, a, v in result.tuning.iter_rows()
+                           if v is not None))
     print(f"elapsed: load {loaded - started:.1f} s, embeddings {embedded - loaded:.1f} s "
           f"({embeddings.encoded} encoded, {embeddings.cached} cached), evaluation {done - embedded:.1f} s, "
           f"total {done - started:.1f} s on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")

@@ -40,8 +40,9 @@ class ModelConfig:
     """Weight of each event type in profiles and co-occurrence; a rating's weight is scaled by (stars - 2.5)."""
     recency_half_life_days: float = 30.0
     """An event this many days older than the newest event counts half."""
-    recency_half_life_events: float = 0.0
-    """A user's event this many events back counts half; 0 switches sequence recency off."""
+    recency_half_life_events: float | str = "auto"
+    """A user's event this many events back counts half; 0 switches sequence recency off; "auto" takes the
+    value the nightly evaluation picks on validation from `evaluation.half_life_events_grid`."""
     neighbors_per_item: int = 100
     """Item-to-item neighbours kept per product in the behavioural model (keeps it sparse)."""
     encode_batch_size: int = 64
@@ -61,6 +62,8 @@ class EvaluationConfig:
     bootstrap_resamples: int = 500
     cold_user_events: int = 5
     popular_item_share: float = 0.2
+    half_life_events_grid: list = field(default_factory=lambda: [0, 1, 3, 10])
+    """Sequence-recency half-lives (in events; 0 = off) tried on validation when the model's is "auto"."""
     gate_max_ndcg_drop: float = 0.2
     """Do not publish when test NDCG@10 falls by more than this fraction against the last published run."""
     gate_min_coverage_ratio: float = 0.5
@@ -122,12 +125,17 @@ class Settings:
     def cache_dir(self) -> Path:
         return self.path(self.data.cache_dir)
 
-    def interest_weighting(self):
+    def interest_weighting(self, chosen_half_life_events: float | None = None):
+        """The event weighting of profiles and co-occurrence; `chosen_half_life_events` is the evaluation's
+        pick, used when the config says "auto"."""
         from pipeline.profiles import InterestWeighting
 
+        half_life = self.model.recency_half_life_events
+        if half_life == "auto":
+            half_life = chosen_half_life_events
         return InterestWeighting(event_weights=self.model.event_weights,
                                  half_life_days=self.model.recency_half_life_days,
-                                 half_life_events=self.model.recency_half_life_events or None)
+                                 half_life_events=half_life or None)
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: _section_dict(getattr(self, f.name)) for f in fields(self) if f.name != "base_dir"}
@@ -197,9 +205,10 @@ def _build_section(section_name: str, section_type: type, values: Any) -> Any:
 
 
 def _coerce(key: str, expected: Any, value: Any) -> Any:
-    if key == "model.hybrid_alpha" and value == "auto":
+    tunable = key in ("model.hybrid_alpha", "model.recency_half_life_events")
+    if tunable and value == "auto":
         return value
-    if key == "model.hybrid_alpha":
+    if tunable:
         expected = float
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -211,7 +220,7 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
         return value
     if expected in (dict, list) and isinstance(value, expected):
         return value
-    name = "a number or \"auto\"" if key == "model.hybrid_alpha" else expected.__name__
+    name = "a number or \"auto\"" if tunable else expected.__name__
     raise ConfigError(f"config key '{key}' must be {name}, got {value!r}")
 
 
@@ -238,7 +247,12 @@ def _validate(settings: Settings) -> None:
         ("model.faiss_index", model.faiss_index in {"flat", "hnsw", "ivf"}, "must be one of flat, hnsw, ivf"),
         ("model.similar_products", model.similar_products >= 1, "must be at least 1"),
         ("model.recency_half_life_days", model.recency_half_life_days > 0, "must be positive"),
-        ("model.recency_half_life_events", model.recency_half_life_events >= 0, "must be 0 (off) or positive"),
+        ("model.recency_half_life_events",
+         model.recency_half_life_events == "auto" or model.recency_half_life_events >= 0,
+         "must be 0 (off), positive, or \"auto\""),
+        ("evaluation.half_life_events_grid", bool(evaluation.half_life_events_grid) and all(
+            isinstance(h, (int, float)) and h >= 0 for h in evaluation.half_life_events_grid),
+         "must list half-lives >= 0"),
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import polars as pl
@@ -63,8 +63,10 @@ def evaluation_settings(config: Settings) -> EvaluationSettings:
 
 def scoring_settings(config: Settings) -> "ScoringSettings":
     model = config.model
+    auto = model.recency_half_life_events == "auto"
     return ScoringSettings(weighting=config.interest_weighting(), candidates=model.candidates,
-                           neighbors_per_item=model.neighbors_per_item)
+                           neighbors_per_item=model.neighbors_per_item,
+                           half_life_events_grid=tuple(config.evaluation.half_life_events_grid) if auto else None)
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class ScoringSettings:
     weighting: InterestWeighting
     candidates: int
     neighbors_per_item: int
+    half_life_events_grid: tuple[float, ...] | None = None
+    """Sequence-recency half-lives to choose from on validation (0 = off); None when config pins one."""
 
 
 @dataclass
@@ -98,7 +102,10 @@ class EvaluationResult:
     chosen_ease_l2: float
     elapsed_seconds: float = 0.0
     primary_protocol: str = "temporal"
-    extra: dict = field(default_factory=dict)
+    chosen_half_life_events: float | None = None
+    """Sequence recency chosen (or pinned) for the hybrid; None: off."""
+    tuning: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """Each half-life tried on validation, its best alpha and that NDCG@10."""
 
     def model_metric(self, alpha: float, metric: str = "ndcg", k: int = 10, split: str = "test",
                      segment: str = "all") -> dict:
@@ -113,7 +120,8 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
              scoring: ScoringSettings, settings: EvaluationSettings = EvaluationSettings(),
              progress: bool = True) -> EvaluationResult:
     started = time.perf_counter()
-    metrics, population, chosen_alpha, chosen_l2 = [], [], FALLBACK_ALPHA, settings.ease_l2[0]
+    metrics, population, tuning = [], [], []
+    chosen_alpha, chosen_l2, chosen = FALLBACK_ALPHA, settings.ease_l2[0], scoring
     for protocol in settings.protocols:
         if protocol == "temporal":
             valid, test = temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
@@ -122,12 +130,14 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
             valid, test = leave_last_out_splits(interactions, settings.target_events)
         else:
             raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
-        valid_rows, l2 = _run_split(valid, product_ids, item_vectors, scoring, settings, settings.ease_l2,
-                                    segments=False, progress=progress)
-        if protocol == settings.protocols[0]:  # the primary protocol's validation choice serves everywhere
-            chosen_alpha = _best_alpha(valid_rows)
-            chosen_l2 = l2
-        test_rows, _ = _run_split(test, product_ids, item_vectors, scoring, settings, (chosen_l2,),
+        if protocol == settings.protocols[0]:
+            # The primary protocol's validation split chooses everything; the choice serves everywhere.
+            valid_rows, chosen_l2, chosen, chosen_alpha, tuning = _tune(valid, product_ids, item_vectors, scoring,
+                                                                        settings, progress)
+        else:
+            valid_rows, _ = _run_split(valid, product_ids, item_vectors, chosen, settings, (chosen_l2,),
+                                       segments=False, progress=progress)
+        test_rows, _ = _run_split(test, product_ids, item_vectors, chosen, settings, (chosen_l2,),
                                   segments=True, progress=progress)
         metrics += [valid_rows, test_rows]
         for split in (valid, test):
@@ -136,22 +146,48 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
     table = pl.concat(metrics)
     result = EvaluationResult(metrics=table, sweep=pl.DataFrame(), population=pl.DataFrame(population),
                               chosen_alpha=chosen_alpha, chosen_ease_l2=chosen_l2,
-                              primary_protocol=settings.protocols[0])
+                              primary_protocol=settings.protocols[0],
+                              chosen_half_life_events=chosen.weighting.half_life_events,
+                              tuning=pl.DataFrame(tuning, schema=TUNING_SCHEMA))
     result.sweep = alpha_sweep_table(table, settings.protocols[0])
     result.elapsed_seconds = round(time.perf_counter() - started, 2)
-    log.info("evaluation done in %.1fs; alpha %.1f chosen on validation", result.elapsed_seconds, chosen_alpha)
+    log.info("evaluation done in %.1fs; alpha %.1f, half-life %s events chosen on validation",
+             result.elapsed_seconds, chosen_alpha, result.chosen_half_life_events)
     return result
 
 
-def _best_alpha(validation: pl.DataFrame) -> float:
-    """The alpha with the highest validation NDCG@10 (ties to the smaller alpha)."""
+TUNING_SCHEMA = {"half_life_events": pl.Float64, "best_alpha": pl.Float64, "validation_ndcg_at_10": pl.Float64}
+
+
+def _tune(valid: Split, product_ids, item_vectors, scoring: ScoringSettings, settings: EvaluationSettings,
+          progress: bool):
+    """Pick the sequence-recency half-life (when not pinned), alpha and EASE's lambda on validation."""
+    options = scoring.half_life_events_grid or (scoring.weighting.half_life_events,)
+    best, tuning, baselines, l2 = None, [], None, settings.ease_l2[0]
+    for i, half_life in enumerate(options):
+        trial = replace(scoring, weighting=replace(scoring.weighting, half_life_events=half_life or None))
+        rows, found_l2 = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
+                                    segments=False, progress=progress, baselines=i == 0)
+        if i == 0:
+            baselines, l2 = rows.filter(pl.col("model") != "hybrid"), found_l2
+        alpha, ndcg = _best_alpha(rows)
+        tuning.append({"half_life_events": float(half_life or 0), "best_alpha": alpha,
+                       "validation_ndcg_at_10": ndcg})
+        if best is None or (ndcg or 0) > (best[2] or 0):
+            best = (trial, alpha, ndcg, rows.filter(pl.col("model") == "hybrid"))
+    trial, alpha, _, hybrid_rows = best
+    return pl.concat([baselines, hybrid_rows]), l2, trial, alpha, tuning
+
+
+def _best_alpha(validation: pl.DataFrame) -> tuple[float, float | None]:
+    """The alpha with the highest validation NDCG@10 (ties to the smaller alpha), and that NDCG."""
     sweep = validation.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg")
                               & (pl.col("k") == 10) & (pl.col("segment") == "all"))
     if sweep.is_empty():
         log.warning("no validation users to choose alpha with; using %.1f", FALLBACK_ALPHA)
-        return FALLBACK_ALPHA
+        return FALLBACK_ALPHA, None
     best = sweep.sort(["value", "alpha"], descending=[True, False]).row(0, named=True)
-    return float(best["alpha"])
+    return float(best["alpha"]), float(best["value"])
 
 
 def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
@@ -166,7 +202,7 @@ def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
 
 def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, scoring: ScoringSettings,
                settings: EvaluationSettings, ease_l2: tuple[float, ...], segments: bool,
-               progress: bool) -> tuple[pl.DataFrame, float]:
+               progress: bool, baselines: bool = True) -> tuple[pl.DataFrame, float]:
     if split.targets.is_empty() or split.train.is_empty():
         log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
         return _empty_metrics(), ease_l2[len(ease_l2) // 2]
@@ -184,8 +220,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
 
     hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(matrix, item_vectors)
-    popularity = PopularityRanker().fit(matrix)
-    ease_models = [EaseRanker(l2).fit(matrix) for l2 in ease_l2]
+    popularity = PopularityRanker().fit(matrix) if baselines else None
+    ease_models = [EaseRanker(l2).fit(matrix) for l2 in ease_l2] if baselines else []
     depth = max(settings.ks)
     ranked: dict[tuple[str, float | None], Ranked] = {}
 
@@ -208,7 +244,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
         block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
         block_rows = rows[block_users]
-        keep("popularity", None, popularity.scores(block_rows), block_rows, block_users)
+        if popularity is not None:
+            keep("popularity", None, popularity.scores(block_rows), block_rows, block_users)
         for model in ease_models:
             keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block_rows, block_users)
         scores = hybrid.block(block_rows)
@@ -218,7 +255,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
             # rank below every pool product (fused scores lie in [0, 1]).
             keep("hybrid", alpha, np.where(scores.pool, fused, fused - 2.0), block_rows, block_users)
 
-    chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_l2) > 1 else ease_l2[0]
+    chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
               if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
     engaged = np.asarray((matrix.weights > 0).sum(axis=0)).ravel()

@@ -19,6 +19,8 @@ class ModelChoice:
     alpha: float
     source: str
     """"auto" (chosen on validation) or "config" (pinned)."""
+    half_life_events: float | None
+    """Sequence recency the lists use (chosen with alpha on validation, or pinned); None: off."""
     info: dict
     """The `model_info` row: the alpha, its test metrics with intervals, users evaluated."""
     sweep: pl.DataFrame
@@ -35,6 +37,7 @@ def choose_model(result: EvaluationResult, configured_alpha: float | str) -> Mod
         "hybrid_alpha": alpha,
         "alpha_source": "auto" if auto else "config",
         "validation_best_alpha": result.chosen_alpha,
+        "recency_half_life_events": result.chosen_half_life_events or 0.0,
         "protocol": result.primary_protocol,
         "hit_at_10": hit.get("value"), "hit_at_10_ci_low": hit.get("ci_low"),
         "hit_at_10_ci_high": hit.get("ci_high"),
@@ -45,7 +48,8 @@ def choose_model(result: EvaluationResult, configured_alpha: float | str) -> Mod
         "eval_seconds": result.elapsed_seconds,
     }
     sweep = result.sweep.with_columns(chosen=pl.col("alpha") == alpha)
-    return ModelChoice(alpha=alpha, source=info["alpha_source"], info=info, sweep=sweep)
+    return ModelChoice(alpha=alpha, source=info["alpha_source"], half_life_events=result.chosen_half_life_events,
+                       info=info, sweep=sweep)
 
 
 def sweep_plot(choice: ModelChoice, title: str = "Alpha sweep") -> bytes:
