@@ -150,12 +150,16 @@ def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame,
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
     if history:
         con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
+        # History outlives releases: columns added since the table was created are added, older rows get NULL.
+        for column, kind in columns.items():
+            con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{column}" {kind}')
         con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
     else:
         con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
     con.register("incoming", frame.select(list(schema)).to_arrow())
     select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
-    con.execute(f'INSERT INTO "{name}" SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
+    names = ", ".join(f'"{c}"' for c in columns)
+    con.execute(f'INSERT INTO "{name}" ({names}) SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
     con.unregister("incoming")
 
 
