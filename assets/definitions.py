@@ -2,12 +2,13 @@
 
 import dagster as dg
 
-from assets import behavior, catalog, content, evaluation, publishing, recommendations
+from assets import behavior, catalog, content, evaluation, explanations, publishing, recommendations
 from assets.resources import ShopSettings
 from assets.schedules import nightly_job, nightly_schedule
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([catalog, content, behavior, evaluation, recommendations, publishing]),
+    assets=dg.load_assets_from_modules([catalog, content, behavior, evaluation, recommendations, explanations,
+                                         publishing]),
     asset_checks=dg.load_asset_checks_from_modules([evaluation]),
     resources={"settings": ShopSettings()},
     jobs=[nightly_job],

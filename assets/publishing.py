@@ -11,6 +11,7 @@ from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.experiment import EvaluationResult
+from pipeline.explain import ExplanationBatch
 from pipeline.model_choice import ModelChoice
 from pipeline.profiles import UserProfiles
 from pipeline.vector_index import SavedIndex
@@ -22,7 +23,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
               user_profiles: UserProfiles, behavior_model: ItemCooccurrence,
               recommendations: pl.DataFrame, evaluation: EvaluationResult,
-              alpha_sweep: ModelChoice) -> dg.MaterializeResult:
+              alpha_sweep: ModelChoice, explanations: ExplanationBatch) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
     readers see the previous run's results until this one commits."""
     config = settings.get()
@@ -38,6 +39,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             "user_profiles": user_profiles.table(),
             "item_cooccurrence": behavior_model.pairs(),
             "recommendations": recommendations,
+            "explanations": explanations.frame,
             "eval_metrics": evaluation.metrics,
             "eval_population": evaluation.population,
             "eval_tuning": evaluation.tuning,
@@ -46,7 +48,8 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         }
         row_counts = {name: frame.height for name, frame in tables.items()}
         record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
-                            faiss_index=str(faiss_index.path), row_counts=row_counts)
+                            faiss_index=str(faiss_index.path), row_counts=row_counts,
+                            llm_calls=explanations.llm_calls, llm_tokens=explanations.llm_tokens)
         publish(config.warehouse_path, tables, record)
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})

@@ -9,14 +9,16 @@ from pipeline.warehouse import RunRecord, record_failed_run
 
 
 def run_record(instance: dg.DagsterInstance, run_id: str, config: Settings, status: str,
-               alpha: float | None = None, faiss_index: str | None = None, row_counts: dict[str, int] | None = None,
-               error: str | None = None) -> RunRecord:
+               alpha: float | None = None, faiss_index: str | None = None,
+               row_counts: dict[str, int] | None = None, error: str | None = None,
+               llm_calls: int | None = None, llm_tokens: int | None = None) -> RunRecord:
     stats = instance.get_run_stats(run_id)
     now = datetime.now(timezone.utc)
     started = datetime.fromtimestamp(stats.start_time, timezone.utc) if stats.start_time else now
     return RunRecord(run_id=run_id, started_at=started, finished_at=now, status=status,
                      hybrid_alpha=alpha if alpha is not None else _pinned_alpha(config), top_k=config.model.top_k, faiss_index=faiss_index,
-                     row_counts=row_counts or {}, config=config.as_dict(), error=error)
+                     row_counts=row_counts or {}, config=config.as_dict(), error=error, llm_calls=llm_calls,
+                     llm_tokens=llm_tokens)
 
 
 def _pinned_alpha(config: Settings) -> float | None:

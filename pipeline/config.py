@@ -71,6 +71,31 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class ExplanationsConfig:
+    provider: str = "auto"
+    """"template" (offline), "openai" (any OpenAI-compatible endpoint), or "auto": openai when an endpoint
+    is configured (base_url or $OPENAI_BASE_URL), else template."""
+    base_url: str = ""
+    """e.g. http://127.0.0.1:8080/v1 for llama.cpp's server, http://127.0.0.1:11434/v1 for Ollama; empty:
+    $OPENAI_BASE_URL."""
+    model: str = ""
+    """Empty: $OPENAI_MODEL, else gpt-4o-mini."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the API key (local servers need none)."""
+    timeout_seconds: float = 20.0
+    max_retries: int = 2
+    concurrency: int = 8
+    max_calls: int = 2000
+    max_tokens: int = 1000000
+    breaker_failures: int = 5
+    json_mode: bool = True
+    llm_top_ranks: int = 3
+    """Only the first this-many ranks of each list get LLM text; the rest get the template's."""
+    llm_active_days: int = 0
+    """Only users active in the last this-many days (before the newest event) get LLM text; 0: everyone."""
+
+
+@dataclass(frozen=True)
 class DataConfig:
     input_dir: str = "data/sample"
     """Folder with `products.{csv,parquet,jsonl}` and `interactions.{csv,parquet,jsonl}`."""
@@ -102,6 +127,7 @@ class FrontendConfig:
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    explanations: ExplanationsConfig = field(default_factory=ExplanationsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -256,6 +282,16 @@ def _validate(settings: Settings) -> None:
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
+        ("explanations.provider", settings.explanations.provider in {"auto", "template", "openai"},
+         "must be auto, template or openai"),
+        ("explanations.concurrency", settings.explanations.concurrency >= 1, "must be at least 1"),
+        ("explanations.max_retries", settings.explanations.max_retries >= 0, "must be 0 or more"),
+        ("explanations.timeout_seconds", settings.explanations.timeout_seconds > 0, "must be positive"),
+        ("explanations.max_calls", settings.explanations.max_calls >= 0, "must be 0 or more"),
+        ("explanations.max_tokens", settings.explanations.max_tokens >= 0, "must be 0 or more"),
+        ("explanations.breaker_failures", settings.explanations.breaker_failures >= 1, "must be at least 1"),
+        ("explanations.llm_top_ranks", settings.explanations.llm_top_ranks >= 0, "must be 0 or more"),
+        ("explanations.llm_active_days", settings.explanations.llm_active_days >= 0, "must be 0 or more"),
         ("frontend.items_per_page", settings.frontend.items_per_page >= 1, "must be at least 1"),
         ("schedule.cron", len(settings.schedule.cron.split()) == 5, "must be a five-field cron expression"),
     ]

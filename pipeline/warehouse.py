@@ -47,6 +47,11 @@ TABLES: dict[str, dict[str, str]] = {
         "content_score": "DOUBLE", "behavior_score": "DOUBLE", "content_similarity": "DOUBLE",
         "evidence_product_ids": "VARCHAR[]",
     },
+    "explanations": {
+        "user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "blurb": "VARCHAR",
+        "explanation": "VARCHAR", "reasoning_factors": "VARCHAR[]", "provider": "VARCHAR", "model": "VARCHAR",
+        "prompt_version": "VARCHAR", "facts_digest": "VARCHAR", "fallback_reason": "VARCHAR",
+    },
 }
 
 # Evaluation history: appended by every published run and never overwritten, so SQL can compare nights.
@@ -74,7 +79,7 @@ HISTORY_TABLES: dict[str, dict[str, str]] = {
 RUNS_COLUMNS = {
     "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
     "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
-    "row_counts": "JSON", "config": "JSON", "error": "VARCHAR",
+    "row_counts": "JSON", "config": "JSON", "error": "VARCHAR", "llm_calls": "BIGINT", "llm_tokens": "BIGINT",
 }
 
 
@@ -92,6 +97,8 @@ class RunRecord:
     row_counts: dict[str, int]
     config: dict
     error: str | None = None
+    llm_calls: int | None = None
+    llm_tokens: int | None = None
 
 
 def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None:
@@ -133,10 +140,14 @@ def record_failed_run(path: Path, run: RunRecord) -> None:
 def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
     columns = ", ".join(f'"{c}" {t}' for c, t in RUNS_COLUMNS.items())
     con.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
+    for column, kind in RUNS_COLUMNS.items():  # columns added since the table was made
+        con.execute(f'ALTER TABLE runs ADD COLUMN IF NOT EXISTS "{column}" {kind.replace(" PRIMARY KEY", "")}')
+    names = ", ".join(f'"{c}"' for c in RUNS_COLUMNS)
     con.execute(
-        f"INSERT OR REPLACE INTO runs VALUES ({', '.join('?' * len(RUNS_COLUMNS))})",
+        f"INSERT OR REPLACE INTO runs ({names}) VALUES ({', '.join('?' * len(RUNS_COLUMNS))})",
         [run.run_id, run.started_at, run.finished_at, run.status, run.hybrid_alpha, run.top_k,
-         run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str), run.error],
+         run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str), run.error,
+         run.llm_calls, run.llm_tokens],
     )
 
 

@@ -1,0 +1,217 @@
+"""Writing explanations with an LLM behind any OpenAI-compatible endpoint: cached, budgeted, concurrent,
+and never able to fail the run.
+
+The official `openai` client (async) makes the calls, with its own retries and exponential backoff on 429
+and 5xx and a per-call timeout. Around it: a cache keyed by (provider, model, prompt version, facts digest),
+a budget of calls and tokens per run, bounded concurrency, and a circuit breaker that hands the rest of the
+run to the template writer when the endpoint keeps failing. Every row the LLM did not write says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+from tqdm.auto import tqdm
+
+from pipeline.explain import (
+    PROMPT_VERSION, CatalogTerms, Explanation, Facts, grounding_problem, parse_reply, prompt_messages,
+    template_explanation,
+)
+
+log = logging.getLogger(__name__)
+PROVIDER = "openai"
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    base_url: str
+    model: str = "gpt-4o-mini"
+    api_key: str = "not-needed"
+    timeout_seconds: float = 20.0
+    max_retries: int = 2
+    """Retries per call on 429, 5xx and timeouts (the client backs off exponentially)."""
+    concurrency: int = 8
+    max_calls: int = 2000
+    """Budget per run: completions requested, retries of unparseable replies included."""
+    max_tokens: int = 1_000_000
+    """Budget per run: prompt + completion tokens as the endpoint reports them."""
+    max_reply_tokens: int = 300
+    breaker_failures: int = 5
+    """After this many failed calls in a row, the rest of the run is written by the template."""
+    json_mode: bool = True
+    """Ask for `response_format={"type": "json_object"}` (switch off for servers that reject it)."""
+
+
+@dataclass
+class WriteStats:
+    calls: int = 0
+    tokens: int = 0
+    cache_hits: int = 0
+    written: int = 0
+    fallbacks: Counter = field(default_factory=Counter)
+    breaker_open: bool = False
+
+
+class ExplanationCache:
+    """LLM-written texts by cache key, in a DuckDB file of their own; each text is kept as soon as it is
+    written, so a crashed run loses nothing it paid for."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = duckdb.connect(str(path))
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS explanations (cache_key VARCHAR PRIMARY KEY, provider VARCHAR, "
+            "model VARCHAR, prompt_version VARCHAR, blurb VARCHAR, explanation VARCHAR, "
+            "reasoning_factors VARCHAR[], created_at TIMESTAMPTZ DEFAULT now())"
+        )
+
+    @staticmethod
+    def key(model: str, facts: Facts) -> str:
+        return hashlib.sha256(f"{PROVIDER}\x00{model}\x00{PROMPT_VERSION}\x00{facts.digest}".encode()).hexdigest()
+
+    def lookup(self, keys: list[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        rows = self._con.execute(
+            "SELECT cache_key, blurb, explanation, reasoning_factors FROM explanations "
+            "WHERE cache_key IN (SELECT unnest(?))", [keys]).fetchall()
+        return {k: {"blurb": b, "explanation": e, "reasoning_factors": list(f)} for k, b, e, f in rows}
+
+    def store(self, key: str, model: str, reply: dict) -> None:
+        self._con.execute(
+            "INSERT OR REPLACE INTO explanations (cache_key, provider, model, prompt_version, blurb, explanation, "
+            "reasoning_factors) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [key, PROVIDER, model, PROMPT_VERSION, reply["blurb"], reply["explanation"], reply["reasoning_factors"]])
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def resolve_llm(provider: str, base_url: str, model: str, api_key_env: str, environ=os.environ,
+                **knobs) -> LLMSettings | None:
+    """The endpoint to use, or None for the template writer alone.
+
+    `provider` "template" never calls out; "openai" needs an endpoint; "auto" uses one when config or
+    $OPENAI_BASE_URL names it. The model is config's, else $OPENAI_MODEL, else gpt-4o-mini."""
+    url = base_url or environ.get("OPENAI_BASE_URL", "")
+    if provider == "template" or (provider == "auto" and not url):
+        return None
+    if not url:
+        raise ValueError("explanations.provider is 'openai' but no endpoint is set: give explanations.base_url "
+                         "or $OPENAI_BASE_URL (https://api.openai.com/v1 for OpenAI itself)")
+    return LLMSettings(base_url=url, model=model or environ.get("OPENAI_MODEL") or "gpt-4o-mini",
+                       api_key=environ.get(api_key_env) or "not-needed", **knobs)
+
+
+def write_explanations(facts: list[Facts], use_llm: list[bool], llm: LLMSettings | None, terms: CatalogTerms,
+                       cache_path: Path, progress: bool = True) -> tuple[list[Explanation], WriteStats]:
+    """One explanation per facts: the LLM's where `use_llm` says so and an endpoint is configured (from the
+    cache when it already wrote these facts), the template's everywhere else."""
+    stats = WriteStats()
+    if llm is None or not any(use_llm):
+        return [template_explanation(f) for f in facts], stats
+    cache = ExplanationCache(cache_path)
+    try:
+        return asyncio.run(_write_all(facts, use_llm, llm, terms, cache, stats, progress)), stats
+    finally:
+        cache.close()
+
+
+async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: ExplanationCache, stats: WriteStats,
+                     progress: bool) -> list[Explanation]:
+    from openai import AsyncOpenAI
+
+    results: list[Explanation | None] = [None] * len(facts)
+    keys = {i: ExplanationCache.key(llm.model, f) for i, f in enumerate(facts) if use_llm[i]}
+    cached = cache.lookup(list(keys.values()))
+    todo = []
+    for i, f in enumerate(facts):
+        if i not in keys:
+            results[i] = template_explanation(f)
+        elif keys[i] in cached:
+            stats.cache_hits += 1
+            results[i] = _from_reply(f, cached[keys[i]], llm.model)
+        else:
+            todo.append(i)
+    log.info("explanations: %d by template, %d from cache, %d to write with %s", len(facts) - len(keys),
+             stats.cache_hits, len(todo), llm.model)
+    if not todo:
+        return results
+    client = AsyncOpenAI(base_url=llm.base_url, api_key=llm.api_key, timeout=llm.timeout_seconds,
+                         max_retries=llm.max_retries)
+    gate = asyncio.Semaphore(llm.concurrency)
+    failures_in_a_row = 0
+    bar = tqdm(total=len(todo), desc="writing explanations", unit="card", disable=not progress)
+
+    async def one(i: int) -> None:
+        nonlocal failures_in_a_row
+        f = facts[i]
+        async with gate:
+            reason = None
+            for attempt in range(2):  # an unparseable reply is asked again once
+                reason = _budget_problem(llm, stats, failures_in_a_row)
+                if reason:
+                    break
+                stats.calls += 1
+                try:
+                    response = await client.chat.completions.create(
+                        model=llm.model, messages=prompt_messages(f), temperature=0.3,
+                        max_tokens=llm.max_reply_tokens,
+                        **({"response_format": {"type": "json_object"}} if llm.json_mode else {}))
+                except Exception as exc:  # the client already retried; any failure here falls back
+                    failures_in_a_row += 1
+                    reason = f"endpoint error: {type(exc).__name__}"
+                    break
+                failures_in_a_row = 0
+                if response.usage:
+                    stats.tokens += response.usage.total_tokens or 0
+                reply = parse_reply(response.choices[0].message.content if response.choices else "")
+                if reply is None:
+                    reason = "unparseable reply"
+                    continue
+                problem = grounding_problem(reply, f, terms)
+                if problem:
+                    reason = f"rejected: {problem}"
+                    break
+                cache.store(keys[i], llm.model, reply)
+                stats.written += 1
+                results[i] = _from_reply(f, reply, llm.model)
+                reason = None
+                break
+            if results[i] is None:
+                stats.fallbacks[reason.split(":")[0]] += 1
+                fallback = template_explanation(f)
+                results[i] = Explanation(**{**fallback.__dict__, "fallback_reason": reason})
+            bar.update(1)
+
+    try:
+        await asyncio.gather(*(one(i) for i in todo))
+    finally:
+        bar.close()
+        await client.close()
+    stats.breaker_open = failures_in_a_row >= llm.breaker_failures
+    return results
+
+
+def _budget_problem(llm: LLMSettings, stats: WriteStats, failures_in_a_row: int) -> str | None:
+    if failures_in_a_row >= llm.breaker_failures:
+        return "circuit breaker open: the endpoint kept failing"
+    if stats.calls >= llm.max_calls:
+        return "budget: max calls reached"
+    if stats.tokens >= llm.max_tokens:
+        return "budget: max tokens reached"
+    return None
+
+
+def _from_reply(facts: Facts, reply: dict, model: str) -> Explanation:
+    return Explanation(user_id=facts.user_id, rank=facts.rank, product_id=facts.product["product_id"],
+                       blurb=reply["blurb"], explanation=reply["explanation"],
+                       reasoning_factors=reply["reasoning_factors"] or facts.factors[:3], provider=PROVIDER,
+                       model=model, prompt_version=PROMPT_VERSION, facts_digest=facts.digest)
