@@ -237,10 +237,30 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
     stray = {a for a in terms.named_attributes(text) if f" {a} " not in f" {allowed_text} "}
     if stray:
         return f"names an attribute not in its facts: {sorted(stray)[0]}"
+    stray_names = [n for n in proper_names(text) if normalize(n) not in allowed_text]
+    if stray_names:
+        return f"names something not in its facts: {stray_names[0]}"
     unknown = [f for f in reply["reasoning_factors"] if f not in facts.factors]
     if unknown:
         return f"a reasoning factor is not one of the computed ones: {unknown[0]!r}"
     return None
+
+
+_NAME = re.compile(r"(?:[A-Z][\w'&-]*|\d[\w-]*)(?: (?:[A-Z][\w'&-]*|\d[\w-]*|&))+")
+
+
+def proper_names(text: str) -> list[str]:
+    """Runs of two or more capitalised words (or model numbers), as product and brand names are written.
+    A run opening a sentence loses its first word, which is capitalised anyway."""
+    names = []
+    for sentence in re.split(r"(?<=[.!?:;])\s+|^", text):
+        for match in _NAME.finditer(sentence):
+            words = match.group(0).split()
+            if match.start() == 0:
+                words = words[1:]
+            if len(words) >= 2 or (words and any(ch.isdigit() for ch in words[0]) and len(words[0]) > 3):
+                names.append(" ".join(words))
+    return names
 
 
 # ---- the offline writer -------------------------------------------------------------------------
