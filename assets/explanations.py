@@ -28,7 +28,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
                           max_tokens=options.max_tokens, breaker_failures=options.breaker_failures,
                           json_mode=options.json_mode)
         rows, stats = write_explanations(facts, use_llm, llm, CatalogTerms(products),
-                                         config.cache_dir / "explanations.duckdb")
+                                         config.cache_dir / "explanations.sqlite")
         frame = explanations_frame(rows)
         batch = ExplanationBatch(frame=frame, llm_calls=stats.calls, llm_tokens=stats.tokens,
                                  cache_hits=stats.cache_hits, fallbacks=dict(stats.fallbacks))

@@ -18,11 +18,11 @@ INVENTED_PRODUCT = "Quantum Flux Capacitor 9000"
 class FakeOpenAI:
     """Start with `with FakeOpenAI() as server:`; point a client at `server.base_url`."""
 
-    def __init__(self, mode: str = "good", latency: float = 0.0, fail_first: int = 0):
+    def __init__(self, mode: str = "good", latency: float = 0.0, fail_first: int = 0, port: int = 0):
         self.mode, self.latency, self.fail_first = mode, latency, fail_first
         self.requests: list[dict] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -48,6 +48,7 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as real servers do; else each reply stalls on a delayed ACK
 
             def log_message(self, *args):  # quiet
                 pass
@@ -99,3 +100,20 @@ def completion(body: dict, mode: str) -> dict:
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 40, "total_tokens": prompt_tokens + 40},
     }
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Serve fake chat completions on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--mode", choices=MODES, default="good")
+    args = parser.parse_args()
+    server = FakeOpenAI(mode=args.mode, latency=args.latency, port=args.port)
+    print(server.base_url, flush=True)
+    server._server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -232,8 +232,8 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
                 if t not in allowed_titles and not any(t in allowed for allowed in allowed_titles)}
     if invented:
         return f"names a product not in its facts: {sorted(invented)[0]}"
-    allowed_text = normalize(" ".join([facts.product["description"], *facts.names(), *facts.attributes(),
-                                       *facts.shared_categories]))
+    allowed_text = normalize(" ".join([facts.product["description"], facts.product["category"], *facts.names(),
+                                       *facts.attributes(), *(h["category"] for h in facts.history)]))
     stray = {a for a in terms.named_attributes(text) if f" {a} " not in f" {allowed_text} "}
     if stray:
         return f"names an attribute not in its facts: {sorted(stray)[0]}"
