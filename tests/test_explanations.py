@@ -162,6 +162,29 @@ def test_budget_caps_the_calls_and_the_rest_get_template_text(published, tmp_pat
     assert sum((r.fallback_reason or "").startswith("budget") for r in rows) == 5
 
 
+def test_token_budget_stops_calls(published, tmp_path):
+    _, tables = published
+    facts = facts_of(tables)[:6]
+    with FakeOpenAI() as server:
+        rows, stats = write_explanations(facts, [True] * 6, llm(server, max_tokens=1, concurrency=1),
+                                         CatalogTerms(tables["products"]), tmp_path / "cache.duckdb", progress=False)
+        assert server.count == 1  # the first reply's tokens exhaust the budget
+    assert stats.tokens > 1 and [r.fallback_reason for r in rows[1:]] == ["budget: max tokens reached"] * 5
+
+
+def test_selection_takes_top_ranks_of_recently_active_users(published):
+    _, tables = published
+    recs, events = tables["recommendations"], tables["interactions"]
+    everyone = llm_selection(recs, events, top_ranks=2, active_days=0)
+    assert everyone == (recs["rank"] <= 2).to_list()
+    newest = events["timestamp"].max()
+    recent_users = set(events.group_by("user_id").agg(pl.col("timestamp").max()).filter(
+        (newest - pl.col("timestamp")).dt.total_days() <= 3)["user_id"])
+    assert 0 < len(recent_users) < recs["user_id"].n_unique()
+    chosen = llm_selection(recs, events, top_ranks=2, active_days=3)
+    assert chosen == [(r <= 2 and u in recent_users) for u, r in zip(recs["user_id"], recs["rank"])]
+
+
 def test_nightly_run_publishes_llm_explanations_and_reruns_make_no_calls(tiny_shop):
     with FakeOpenAI() as server:
         config = json.loads(tiny_shop.config_path.read_text())
@@ -175,6 +198,9 @@ def test_nightly_run_publishes_llm_explanations_and_reruns_make_no_calls(tiny_sh
         assert explanations.filter(pl.col("rank") <= 3)["provider"].unique().to_list() == ["openai"]
         assert explanations.filter(pl.col("rank") > 3)["provider"].unique().to_list() == ["template"]
         assert explanations["blurb"].str.len_chars().min() > 0
+        by_llm = explanations.filter(pl.col("provider") == "openai")
+        assert by_llm["blurb"].str.ends_with("range.").all()  # the server's parsed reply, as written
+        assert (by_llm["model"] == "test-model").all() and (by_llm["prompt_version"] == "explain-v1").all()
         runs = read_table(tiny_shop.warehouse, "runs")
         assert runs["llm_calls"][0] == first > 0 and runs["llm_tokens"][0] > 0
 
