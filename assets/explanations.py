@@ -22,11 +22,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
     with reported(context) as meta:
         facts = build_facts(recommendations, products, interactions, behavior_model.pairs())
         use_llm = llm_selection(recommendations, interactions, options.llm_top_ranks, options.llm_active_days)
-        llm = resolve_llm(options.provider, options.base_url, options.model, options.api_key_env,
-                          timeout_seconds=options.timeout_seconds, max_retries=options.max_retries,
-                          concurrency=options.concurrency, max_calls=options.max_calls,
-                          max_tokens=options.max_tokens, breaker_failures=options.breaker_failures,
-                          json_mode=options.json_mode)
+        llm = resolve_llm(options)
         rows, stats = write_explanations(facts, use_llm, llm, CatalogTerms(products),
                                          config.cache_dir / "explanations.sqlite")
         frame = explanations_frame(rows)

@@ -83,12 +83,19 @@ class ExplanationsConfig:
     api_key_env: str = "OPENAI_API_KEY"
     """The environment variable holding the API key (local servers need none)."""
     timeout_seconds: float = 20.0
+    """Per call."""
     max_retries: int = 2
+    """Retries per call on 429, 5xx and timeouts; the client backs off exponentially."""
     concurrency: int = 8
+    """Calls in flight at once."""
     max_calls: int = 2000
+    """Budget per run: completions requested (a re-asked unparseable reply counts)."""
     max_tokens: int = 1000000
+    """Budget per run: prompt + completion tokens as the endpoint reports them."""
     breaker_failures: int = 5
+    """After this many failed calls in a row the rest of the run is written by the template."""
     json_mode: bool = True
+    """Ask for `response_format={"type": "json_object"}` (switch off for servers that reject it)."""
     llm_top_ranks: int = 3
     """Only the first this-many ranks of each list get LLM text; the rest get the template's."""
     llm_active_days: int = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from pipeline.config import ExplanationsConfig
 from pipeline.explain import (
     PROMPT_VERSION, CatalogTerms, Explanation, Facts, grounding_problem, parse_reply, prompt_messages,
     template_explanation,
@@ -32,22 +33,19 @@ PROVIDER = "openai"
 
 @dataclass(frozen=True)
 class LLMSettings:
+    """A resolved endpoint and the knobs of `ExplanationsConfig` (documented there)."""
+
     base_url: str
     model: str = "gpt-4o-mini"
     api_key: str = "not-needed"
     timeout_seconds: float = 20.0
     max_retries: int = 2
-    """Retries per call on 429, 5xx and timeouts (the client backs off exponentially)."""
     concurrency: int = 8
     max_calls: int = 2000
-    """Budget per run: completions requested, retries of unparseable replies included."""
     max_tokens: int = 1_000_000
-    """Budget per run: prompt + completion tokens as the endpoint reports them."""
-    max_reply_tokens: int = 300
     breaker_failures: int = 5
-    """After this many failed calls in a row, the rest of the run is written by the template."""
     json_mode: bool = True
-    """Ask for `response_format={"type": "json_object"}` (switch off for servers that reject it)."""
+    max_reply_tokens: int = 300
 
 
 @dataclass
@@ -103,20 +101,22 @@ class ExplanationCache:
         self._con.close()
 
 
-def resolve_llm(provider: str, base_url: str, model: str, api_key_env: str, environ=os.environ,
-                **knobs) -> LLMSettings | None:
+def resolve_llm(options: ExplanationsConfig, environ=os.environ) -> LLMSettings | None:
     """The endpoint to use, or None for the template writer alone.
 
     `provider` "template" never calls out; "openai" needs an endpoint; "auto" uses one when config or
     $OPENAI_BASE_URL names it. The model is config's, else $OPENAI_MODEL, else gpt-4o-mini."""
-    url = base_url or environ.get("OPENAI_BASE_URL", "")
-    if provider == "template" or (provider == "auto" and not url):
+    url = options.base_url or environ.get("OPENAI_BASE_URL", "")
+    if options.provider == "template" or (options.provider == "auto" and not url):
         return None
     if not url:
         raise ValueError("explanations.provider is 'openai' but no endpoint is set: give explanations.base_url "
                          "or $OPENAI_BASE_URL (https://api.openai.com/v1 for OpenAI itself)")
-    return LLMSettings(base_url=url, model=model or environ.get("OPENAI_MODEL") or "gpt-4o-mini",
-                       api_key=environ.get(api_key_env) or "not-needed", **knobs)
+    return LLMSettings(
+        base_url=url, model=options.model or environ.get("OPENAI_MODEL") or "gpt-4o-mini",
+        api_key=environ.get(options.api_key_env) or "not-needed", timeout_seconds=options.timeout_seconds,
+        max_retries=options.max_retries, concurrency=options.concurrency, max_calls=options.max_calls,
+        max_tokens=options.max_tokens, breaker_failures=options.breaker_failures, json_mode=options.json_mode)
 
 
 def write_explanations(facts: list[Facts], use_llm: list[bool], llm: LLMSettings | None, terms: CatalogTerms,

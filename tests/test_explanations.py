@@ -219,3 +219,19 @@ def test_endpoint_down_for_the_whole_run_still_publishes_labelled_template_text(
     reasons = set(explanations.filter(pl.col("rank") <= 3)["fallback_reason"])
     assert reasons <= {"endpoint error: APIConnectionError", "circuit breaker open: the endpoint kept failing"}
 
+
+
+def test_endpoint_comes_from_config_or_the_usual_environment_variables():
+    from pipeline.config import ExplanationsConfig
+    from pipeline.llm import resolve_llm
+
+    assert resolve_llm(ExplanationsConfig(), environ={}) is None  # offline by default: the template writes
+    from_env = resolve_llm(ExplanationsConfig(), environ={"OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+                                                         "OPENAI_MODEL": "llama3.1", "OPENAI_API_KEY": "sk-x"})
+    assert (from_env.base_url, from_env.model, from_env.api_key) == ("http://127.0.0.1:11434/v1", "llama3.1", "sk-x")
+    pinned = resolve_llm(ExplanationsConfig(base_url="http://127.0.0.1:8080/v1", model="qwen"),
+                         environ={"OPENAI_BASE_URL": "http://elsewhere/v1"})
+    assert (pinned.base_url, pinned.model) == ("http://127.0.0.1:8080/v1", "qwen")
+    assert resolve_llm(ExplanationsConfig(provider="template"), environ={"OPENAI_BASE_URL": "http://x/v1"}) is None
+    with pytest.raises(ValueError, match="no endpoint"):
+        resolve_llm(ExplanationsConfig(provider="openai"), environ={})
