@@ -21,12 +21,12 @@ import polars as pl
 from pipeline.config import load_settings
 from pipeline.datasets import load_dataset
 from pipeline.embeddings import embed_products
+from pipeline.evaluation import METRICS
 from pipeline.experiment import EvaluationResult, evaluate, evaluation_settings, scoring_settings
 from pipeline.ingest import read_catalog, read_event_log
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / "bench" / "datasets.json"
-METRICS = ["hit", "ndcg", "recall", "mrr"]
 
 
 def model_rows(result: EvaluationResult, protocol: str) -> list[tuple[str, str, float | None]]:
@@ -50,7 +50,7 @@ def table(result: EvaluationResult, protocol: str) -> str:
         rows = test.filter((pl.col("model") == model)
                            & (pl.col("alpha").is_null() if alpha is None else pl.col("alpha") == alpha))
         cells = [label]
-        for metric in METRICS + [f"sampled_{m}" for m in METRICS]:
+        for metric in [*METRICS, *(f"sampled_{m}" for m in METRICS)]:
             row = rows.filter(pl.col("metric") == metric)
             if row.is_empty():
                 cells.append("—")

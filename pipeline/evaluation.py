@@ -18,6 +18,7 @@ import polars as pl
 import scipy.sparse as sp
 
 METRICS = ("hit", "ndcg", "recall", "mrr")
+"""Ranking metrics reported at every K, in full-ranking and sampled form."""
 
 
 @dataclass(frozen=True)

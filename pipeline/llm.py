@@ -165,7 +165,7 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
         f = facts[i]
         async with gate:
             reason = None
-            for attempt in range(2):  # an unparseable reply is asked again once
+            for _ in range(2):  # an unparseable reply is asked again once
                 reason = _budget_problem(llm, stats, failures_in_a_row)
                 if reason:
                     break

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import InteractionMatrix, user_profiles
-from pipeline.recommend import _top_columns, fuse_scores, scale_behavior, scale_content
+from pipeline.recommend import top_columns, fuse_scores, scale_behavior, scale_content
 
 
 @dataclass
@@ -90,8 +90,8 @@ class HybridRanker:
         raw_behavior = self.behavior_.score(self.matrix_.weights[rows]).toarray()
         purchased = self.matrix_.purchased[rows].toarray() > 0
         pool = np.zeros_like(purchased)
-        by_content = _top_columns(np.where(purchased, -np.inf, cosine + 2.0), self.candidates)
-        by_behavior = _top_columns(np.where(purchased, 0.0, raw_behavior), self.candidates)
+        by_content = top_columns(np.where(purchased, -np.inf, cosine + 2.0), self.candidates)
+        by_behavior = top_columns(np.where(purchased, 0.0, raw_behavior), self.candidates)
         users = np.arange(len(rows))[:, None]
         for columns in (by_content, by_behavior):
             pool[np.broadcast_to(users, columns.shape)[columns >= 0], columns[columns >= 0]] = True

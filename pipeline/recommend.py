@@ -83,7 +83,6 @@ def recommend(matrix: InteractionMatrix, profiles: np.ndarray, item_vectors: np.
 
 def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, settings, start, stop):
     weights = matrix.weights[start:stop]
-    n_items = item_vectors.shape[0]
     users = np.arange(stop - start)
 
     purchased = matrix.purchased[start:stop].toarray() > 0
@@ -94,7 +93,7 @@ def _recommend_block(matrix, profiles, item_vectors, index, behavior, in_stock, 
     _, content_rows = search(index, profiles[start:stop], settings.candidates + excluded)
     content_rows = _first_usable(content_rows, usable, settings.candidates)
     behavior_dense = behavior.score(weights).toarray()
-    behavior_rows = _top_columns(np.where(usable, behavior_dense, 0.0), settings.candidates)
+    behavior_rows = top_columns(np.where(usable, behavior_dense, 0.0), settings.candidates)
     candidates = _unique_per_row(np.hstack([content_rows, behavior_rows]))
 
     safe = np.maximum(candidates, 0)
@@ -146,7 +145,7 @@ def _first_usable(ranked: np.ndarray, usable: np.ndarray, n: int) -> np.ndarray:
     return np.where(ok & (np.cumsum(ok, axis=1) <= n), ranked, -1)
 
 
-def _top_columns(dense: np.ndarray, n: int) -> np.ndarray:
+def top_columns(dense: np.ndarray, n: int) -> np.ndarray:
     """Columns of each row's `n` largest positive values; -1 fills rows with fewer."""
     n = min(n, dense.shape[1])
     top = np.argpartition(-dense, n - 1, axis=1)[:, :n]
