@@ -123,6 +123,12 @@ class ApiConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     debug: bool = False
+    max_k: int = 100
+    """The largest `k` a request may ask for."""
+    api_key: str = ""
+    """When set (here or as SHOPREC__API__API_KEY), every endpoint but /health needs it in X-API-Key."""
+    cors_origins: list = field(default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"])
+    """Browser origins allowed to call the API (the dashboard's)."""
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,7 @@ def _validate(settings: Settings) -> None:
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
+        ("api.max_k", 1 <= settings.api.max_k <= 1000, "must be between 1 and 1000"),
         ("explanations.provider", settings.explanations.provider in {"auto", "template", "openai"},
          "must be auto, template or openai"),
         ("explanations.concurrency", settings.explanations.concurrency >= 1, "must be at least 1"),

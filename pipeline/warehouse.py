@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -124,6 +126,7 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None
         raise
     finally:
         con.close()
+    publish_snapshot(path, run.run_id)
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
 
 
@@ -172,6 +175,79 @@ def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame,
     names = ", ".join(f'"{c}"' for c in columns)
     con.execute(f'INSERT INTO "{name}" ({names}) SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
     con.unregister("incoming")
+
+
+SNAPSHOTS = "snapshots"
+POINTER = "CURRENT"
+KEEP_SNAPSHOTS = 3
+
+
+def publish_snapshot(warehouse: Path, run_id: str) -> Path:
+    """Copy the just-committed warehouse to `snapshots/warehouse-<run_id>.duckdb` and point `CURRENT` at it
+    with an atomic rename. Readers (the API) open only snapshots, read-only, so the pipeline can always
+    write the warehouse, and a reader switches from one whole run to the next, never a mix."""
+    folder = warehouse.parent / SNAPSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"warehouse-{run_id}.duckdb"
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(warehouse, partial)
+    os.replace(partial, target)
+    pointer = folder / (POINTER + ".partial")
+    pointer.write_text(target.name, encoding="utf-8")
+    os.replace(pointer, folder / POINTER)
+    newest = sorted(folder.glob("warehouse-*.duckdb"), key=lambda p: p.stat().st_mtime)[-KEEP_SNAPSHOTS:]
+    keep = {p.name for p in newest}
+    for old in folder.glob("warehouse-*.duckdb"):
+        if old.name not in keep and old != target:
+            old.unlink(missing_ok=True)
+    return target
+
+
+def current_snapshot(warehouse: Path) -> Path | None:
+    """The snapshot `CURRENT` points at, or None before the first publish."""
+    pointer = warehouse.parent / SNAPSHOTS / POINTER
+    try:
+        return pointer.parent / pointer.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+
+
+def read_snapshot(snapshot: Path) -> dict[str, pl.DataFrame]:
+    """What the API serves, read from one snapshot over one read-only connection."""
+    con = connect_readonly(snapshot)
+    try:
+        run = con.execute("SELECT * FROM runs WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1").pl()
+        run_id = run["run_id"][0]
+        tables = {
+            "run": run,
+            "products": con.execute("SELECT * EXCLUDE (run_id, computed_at) FROM products").pl(),
+            "recommendations": con.execute(
+                "SELECT r.user_id, r.rank, r.product_id, r.score, r.content_score, r.behavior_score, "
+                "r.content_similarity, r.evidence_product_ids, e.blurb, e.explanation, e.reasoning_factors, "
+                "r.computed_at FROM recommendations r LEFT JOIN explanations e USING (user_id, product_id) "
+                "ORDER BY r.user_id, r.rank").pl(),
+            "similar_products": con.execute(
+                "SELECT product_id, rank, similar_product_id, similarity FROM similar_products "
+                "ORDER BY product_id, rank").pl(),
+            "interactions": con.execute(
+                "SELECT user_id, product_id, event_type, value, timestamp FROM interactions "
+                "ORDER BY user_id, timestamp DESC").pl(),
+            "model_info": con.execute("SELECT * FROM model_info WHERE run_id = ?", [run_id]).pl(),
+            "alpha_sweep": con.execute("SELECT * FROM alpha_sweep WHERE run_id = ? ORDER BY split, metric, alpha",
+                                       [run_id]).pl(),
+            "eval_metrics": con.execute(
+                "SELECT protocol, split, model, alpha, k, metric, value, ci_low, ci_high, segment, users "
+                "FROM eval_metrics WHERE run_id = ? AND segment = 'all' AND k = 10", [run_id]).pl(),
+        }
+        # The fallback list: most purchased and carted in-stock products of the last 30 days of the log.
+        tables["popular"] = con.execute(
+            "WITH recent AS (SELECT * FROM interactions WHERE timestamp >= "
+            "(SELECT max(timestamp) - INTERVAL 30 DAY FROM interactions) AND event_type IN ('purchase', 'cart')) "
+            "SELECT p.product_id, count(DISTINCT r.user_id) AS buyers FROM recent r JOIN products p USING "
+            "(product_id) WHERE p.in_stock GROUP BY p.product_id ORDER BY buyers DESC, p.product_id LIMIT 100").pl()
+        return tables
+    finally:
+        con.close()
 
 
 def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:

@@ -1,0 +1,96 @@
+"""The published results the API serves: one immutable in-memory snapshot at a time, swapped atomically.
+
+The pipeline publishes each run as a new DuckDB file and then points `snapshots/CURRENT` at it. The store
+notices the pointer change, reads the new file read-only into plain dictionaries, and swaps one reference:
+a request takes `store.current()` once and answers wholly from that run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.warehouse import current_snapshot, read_snapshot
+
+log = logging.getLogger(__name__)
+HISTORY_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    run: dict
+    products: dict[str, dict]
+    recommendations: dict[str, list[dict]]
+    similar: dict[str, list[dict]]
+    history: dict[str, list[dict]]
+    popular: list[dict]
+    model_info: dict
+    alpha_sweep: list[dict]
+    eval_metrics: list[dict]
+    categories: list[str]
+
+    @classmethod
+    def load(cls, path: Path) -> "Snapshot":
+        tables = read_snapshot(path)
+        products = {row["product_id"]: row for row in tables["products"].iter_rows(named=True)}
+        return cls(
+            path=path,
+            run=tables["run"].row(0, named=True),
+            products=products,
+            recommendations=_grouped(tables["recommendations"].iter_rows(named=True), "user_id"),
+            similar=_grouped(tables["similar_products"].iter_rows(named=True), "product_id"),
+            history={u: rows[:HISTORY_LIMIT] for u, rows in
+                     _grouped(tables["interactions"].iter_rows(named=True), "user_id").items()},
+            popular=[{**products[r["product_id"]], "buyers": r["buyers"]}
+                     for r in tables["popular"].iter_rows(named=True)],
+            model_info=tables["model_info"].row(0, named=True) if tables["model_info"].height else {},
+            alpha_sweep=tables["alpha_sweep"].to_dicts(),
+            eval_metrics=tables["eval_metrics"].to_dicts(),
+            categories=sorted({p["category"] for p in products.values()}),
+        )
+
+
+def _grouped(rows, key: str) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row[key], []).append(row)
+    return grouped
+
+
+class SnapshotStore:
+    """Holds the current snapshot; checks the pointer at most every `check_seconds`."""
+
+    def __init__(self, warehouse: Path, check_seconds: float = 0.5):
+        self.warehouse = warehouse
+        self.check_seconds = check_seconds
+        self._snapshot: Snapshot | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def current(self) -> Snapshot | None:
+        now = time.monotonic()
+        if now - self._checked >= self.check_seconds:
+            self._refresh(now)
+        return self._snapshot
+
+    def _refresh(self, now: float) -> None:
+        if not self._lock.acquire(blocking=False):
+            return  # another request is loading; keep serving the current snapshot meanwhile
+        try:
+            self._checked = now
+            target = current_snapshot(self.warehouse)
+            if target is None or (self._snapshot and self._snapshot.path == target):
+                return
+            started = time.perf_counter()
+            loaded = Snapshot.load(target)
+            self._snapshot = loaded  # one reference swap: the switch is atomic for every request
+            log.info("serving run %s from %s (loaded in %.2fs)", loaded.run["run_id"], target,
+                     time.perf_counter() - started)
+        except Exception:  # a half-copied or vanished file: keep the snapshot we have, try again later
+            log.exception("could not load the published snapshot; still serving the previous one")
+        finally:
+            self._lock.release()
