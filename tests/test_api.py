@@ -1,0 +1,178 @@
+"""The read-only API: every endpoint and error over a warehouse built from the tiny shop, the fallback, the
+API key, and a real server process that keeps answering, from one run at a time, through a new publish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import materialize_all, write_tiny_shop
+from pipeline.config import load_settings
+from serve.main import create_app
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    shop = write_tiny_shop(tmp_path_factory.mktemp("api"))
+    assert materialize_all(shop.config_path).success
+    return shop
+
+
+@pytest.fixture(scope="module")
+def client(shop):
+    with TestClient(create_app(load_settings(shop.config_path))) as client:
+        yield client
+
+
+def test_recommend_for_me_has_the_original_shape(client):
+    body = client.get("/recommend_for_me", params={"user_id": "U_TRAIL", "k": 3}).json()
+    assert body["user_id"] == "U_TRAIL" and body["total_recommendations"] == 3 and body["fallback"] is False
+    first = body["top_recommendations"][0]
+    for field in ("rank", "product_id", "title", "category", "score", "confidence", "semantic_similarity",
+                  "description", "explanation", "reasoning_factors", "created_at"):
+        assert field in first
+    assert first["rank"] == 1 and first["confidence"] is None  # not computed yet: null, never invented
+    assert first["explanation"] and first["reasoning_factors"]
+    assert set(body["model_info"]) == {"model_type", "hybrid_alpha", "hit_at_10", "ndcg_at_10"}
+    assert body["model_info"]["hybrid_alpha"] == 0.2
+    assert body["performance_metrics"]["response_time_ms"] >= 0
+    scores = [r["score"] for r in body["top_recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unknown_user_gets_the_labelled_popular_fallback(client):
+    body = client.get("/recommend_for_me", params={"user_id": "U_NEVER_SEEN"}).json()
+    assert body["fallback"] is True and body["total_recommendations"] > 0
+    assert body["top_recommendations"][0]["product_id"] == "C01"  # most bought in the window
+    assert "popular" in body["top_recommendations"][0]["explanation"]
+
+
+def test_user_recommendations_page(client):
+    full = client.get("/users/U_TRAIL/recommendations", params={"k": 5}).json()
+    page = client.get("/users/U_TRAIL/recommendations", params={"k": 2, "offset": 2}).json()
+    assert [r["rank"] for r in page["recommendations"]] == [3, 4]
+    assert page["recommendations"][0] == full["recommendations"][2]
+
+
+def test_history_product_similar_search_model_and_run(client, shop):
+    history = client.get("/users/U_TRAIL/history").json()
+    assert history["known"] and {e["product_id"] for e in history["events"]} == {"T01", "T02", "T04"}
+    assert client.get("/users/NOBODY/history").json() == {"user_id": "NOBODY", "known": False, "events": []}
+    product = client.get("/products/T01").json()
+    assert product["title"] == "Trail Running Shoe Alpine" and product["attributes"][0] == "trail running"
+    similar = client.get("/products/T01/similar", params={"k": 3}).json()["similar"]
+    assert len(similar) == 3 and similar[0]["product_id"] != "T01"
+    found = client.get("/products", params={"search": "knife", "category": "Kitchen"}).json()
+    assert {p["product_id"] for p in found["products"]} == {"K01", "K03", "K04", "K06"}  # title or description
+    assert "Camping" in found["categories"]
+    model = client.get("/model").json()
+    assert model["model_info"]["hybrid_alpha"] == 0.2 and model["eval_metrics"]
+    run = client.get("/runs/latest").json()
+    assert run["status"] == "success" and run["top_k"] == 5
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/ready").json()["status"].startswith("serving run ")
+
+
+@pytest.mark.parametrize("path, params", [
+    ("/recommend_for_me", {"user_id": "U_TRAIL", "k": 0}),
+    ("/recommend_for_me", {"user_id": "U_TRAIL", "k": 101}),
+    ("/recommend_for_me", {"user_id": "U_TRAIL", "k": "ten"}),
+    ("/recommend_for_me", {"user_id": "'; DROP TABLE recommendations; --"}),
+    ("/recommend_for_me", {"user_id": "x" * 65}),
+    ("/recommend_for_me", {}),
+    ("/products", {"limit": 1000}),
+])
+def test_bad_parameters_get_a_clear_422(client, path, params):
+    response = client.get(path, params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][0] == "query"
+
+
+def test_unknown_product_is_404(client):
+    assert client.get("/products/NOPE").status_code == 404
+    assert client.get("/products/NOPE/similar").status_code == 404
+
+
+def test_api_key_guards_everything_but_health(shop):
+    settings = load_settings(shop.config_path, environ={"SHOPREC__API__API_KEY": "s3cret"})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        assert client.get("/recommend_for_me", params={"user_id": "U_TRAIL"}).status_code == 401
+        assert client.get("/model", headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_cors_allows_only_the_dashboard_origin(client):
+    allowed = client.get("/health", headers={"Origin": "http://localhost:8000"})
+    assert allowed.headers.get("access-control-allow-origin") == "http://localhost:8000"
+    other = client.get("/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_publishing_under_load_fails_no_request_and_mixes_no_runs(tmp_path):
+    """A real server process answers a steady load while the nightly job publishes a new run."""
+    shop = write_tiny_shop(tmp_path)
+    assert materialize_all(shop.config_path).success
+    port = free_port()
+    env = {**os.environ, "SHOPREC_CONFIG": str(shop.config_path)}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "serve.main:app", "--host", "127.0.0.1",
+                               "--port", str(port), "--log-level", "warning"], env=env,
+                              cwd=Path(__file__).resolve().parent.parent)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        first_run = httpx.get(f"{url}/runs/latest").json()["run_id"]
+        results: list[tuple[int, str | None, set]] = []
+        stop = threading.Event()
+
+        def load():
+            with httpx.Client(base_url=url, timeout=5) as http:
+                while not stop.is_set():
+                    response = http.get("/recommend_for_me", params={"user_id": "U_TRAIL", "k": 5})
+                    body = response.json() if response.status_code == 200 else {}
+                    created = {r["created_at"] for r in body.get("top_recommendations", [])}
+                    results.append((response.status_code, body.get("run_id"), created))
+
+        workers = [threading.Thread(target=load) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        time.sleep(1)
+        published = materialize_all(shop.config_path)  # the next night, while the load runs
+        assert published.success
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(r[1] == published.run_id for r in results[-5:]):
+            time.sleep(0.2)
+        stop.set()
+        for worker in workers:
+            worker.join()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+    statuses = {status for status, _, _ in results}
+    assert statuses == {200}, f"failed requests: {statuses}"
+    runs_seen = [run for _, run, _ in results]
+    assert runs_seen[0] == first_run and runs_seen[-1] == published.run_id
+    assert set(runs_seen) == {first_run, published.run_id}
+    assert all(len(created) == 1 for _, _, created in results), "a response mixed two runs' rows"
+    assert len(results) > 20
