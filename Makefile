@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make run   set up, materialize every asset on the sample data, then serve the Dagster UI on :3000
+#              and the API on :8000 until Ctrl-C
 #   make test  set up, then run the test suite
 SHELL := /bin/bash
 VENV := .venv
@@ -9,7 +10,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install materialize ui sample clean
+.PHONY: run test install materialize ui api sample clean
 
 install: $(VENV)/.installed
 
@@ -28,7 +29,14 @@ materialize: install
 ui: install
 	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
 
-run: materialize ui
+api: install
+	$(BIN)/uvicorn serve.main:app --host 127.0.0.1 --port 8000
+
+# The API runs beside the Dagster UI and stops with it.
+run: materialize
+	$(BIN)/uvicorn serve.main:app --host 127.0.0.1 --port 8000 --log-level warning & api=$$!; \
+	trap 'kill $$api 2>/dev/null' EXIT INT TERM; \
+	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
 
 test: install
 	$(BIN)/pytest
@@ -38,4 +46,4 @@ sample: install
 	$(BIN)/python -m pipeline.synthetic --out data/sample
 
 clean:
-	rm -rf warehouse.duckdb warehouse.duckdb.wal indexes .cache
+	rm -rf warehouse.duckdb warehouse.duckdb.wal indexes snapshots reports .cache

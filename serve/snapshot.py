@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.warehouse import current_snapshot, read_snapshot
@@ -32,6 +32,14 @@ class Snapshot:
     alpha_sweep: list[dict]
     eval_metrics: list[dict]
     categories: list[str]
+    rendered: dict = field(default_factory=dict, repr=False, compare=False)
+    """Cards already rendered as JSON, by user id (filled on first request)."""
+
+    @property
+    def summary(self) -> dict:
+        """model_info as the original design's response carries it."""
+        info = self.model_info
+        return {key: info.get(key) for key in ("model_type", "hybrid_alpha", "hit_at_10", "ndcg_at_10")}
 
     @classmethod
     def load(cls, path: Path) -> "Snapshot":
@@ -62,35 +70,40 @@ def _grouped(rows, key: str) -> dict[str, list[dict]]:
 
 
 class SnapshotStore:
-    """Holds the current snapshot; checks the pointer at most every `check_seconds`."""
+    """Holds the current snapshot. `current()` looks at the pointer at most every `check_seconds`; a new
+    snapshot loads in a background thread while requests keep getting the previous one, then one reference
+    swap switches every later request to it."""
 
     def __init__(self, warehouse: Path, check_seconds: float = 0.5):
         self.warehouse = warehouse
         self.check_seconds = check_seconds
         self._snapshot: Snapshot | None = None
         self._checked = 0.0
-        self._lock = threading.Lock()
+        self._loading = threading.Lock()
 
     def current(self) -> Snapshot | None:
         now = time.monotonic()
         if now - self._checked >= self.check_seconds:
-            self._refresh(now)
-        return self._snapshot
-
-    def _refresh(self, now: float) -> None:
-        if not self._lock.acquire(blocking=False):
-            return  # another request is loading; keep serving the current snapshot meanwhile
-        try:
             self._checked = now
             target = current_snapshot(self.warehouse)
-            if target is None or (self._snapshot and self._snapshot.path == target):
-                return
+            if target is not None and (self._snapshot is None or self._snapshot.path != target):
+                if self._snapshot is None:
+                    self._load(target)  # nothing to serve yet: load in the foreground
+                elif self._loading.acquire(blocking=False):
+                    self._loading.release()
+                    threading.Thread(target=self._load, args=(target,), daemon=True).start()
+        return self._snapshot
+
+    def _load(self, target: Path) -> None:
+        if not self._loading.acquire(blocking=False):
+            return  # a load is under way
+        try:
             started = time.perf_counter()
             loaded = Snapshot.load(target)
             self._snapshot = loaded  # one reference swap: the switch is atomic for every request
             log.info("serving run %s from %s (loaded in %.2fs)", loaded.run["run_id"], target,
                      time.perf_counter() - started)
-        except Exception:  # a half-copied or vanished file: keep the snapshot we have, try again later
+        except Exception:  # a vanished or unreadable file: keep the snapshot we have, try again later
             log.exception("could not load the published snapshot; still serving the previous one")
         finally:
-            self._lock.release()
+            self._loading.release()
