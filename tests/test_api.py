@@ -11,10 +11,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from conftest import materialize_all, write_tiny_shop
 from pipeline.config import load_settings
@@ -176,3 +180,21 @@ def test_publishing_under_load_fails_no_request_and_mixes_no_runs(tmp_path):
     assert set(runs_seen) == {first_run, published.run_id}
     assert all(len(created) == 1 for _, _, created in results), "a response mixed two runs' rows"
     assert len(results) > 20
+
+
+ODD = st.one_of(st.text(max_size=300), st.sampled_from(["' OR 1=1 --", "%00", "../../etc/passwd", "𝔘𝔰𝔢𝔯",
+                                                        "\u202eevil", "x" * 2_000, "-1", "1e309"]))
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(user=ODD, product=ODD, k=st.one_of(st.integers(-10**12, 10**12), ODD), search=ODD)
+def test_no_parameter_makes_the_api_fail(client, user, product, k, search):
+    user, product = quote(user, safe=""), quote(product, safe="")  # as a browser would send them
+    for path, params in [("/recommend_for_me", {"user_id": user, "k": k}),
+                         (f"/users/{user}/recommendations", {"k": k, "offset": k}),
+                         (f"/users/{user}/history", {}),
+                         (f"/products/{product}", {}),
+                         (f"/products/{product}/similar", {"k": k}),
+                         ("/products", {"search": search, "category": product, "limit": k, "offset": k})]:
+        response = client.get(path, params=params)
+        assert response.status_code in {200, 404, 422}, (path, params, response.status_code)
