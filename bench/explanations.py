@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.config import load_settings
+from pipeline.config import ExplanationsConfig, load_settings
 from pipeline.explain import CatalogTerms, build_facts, template_explanation
 from pipeline.llm import LLMSettings, write_explanations
 from pipeline.warehouse import read_table
@@ -54,7 +54,8 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for concurrency, cards in RUNS:
             with tempfile.TemporaryDirectory() as folder:
-                llm = LLMSettings(base_url=base_url, model="bench", concurrency=concurrency, max_calls=10**6)
+                llm = LLMSettings(base_url=base_url, model="bench",
+                                  options=ExplanationsConfig(concurrency=concurrency, max_calls=10**6))
                 chosen = facts[:cards]
                 t0 = time.perf_counter()
                 rows, stats = write_explanations(chosen, [True] * cards, llm, terms, Path(folder) / "c.duckdb",

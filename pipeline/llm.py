@@ -33,18 +33,12 @@ PROVIDER = "openai"
 
 @dataclass(frozen=True)
 class LLMSettings:
-    """A resolved endpoint and the knobs of `ExplanationsConfig` (documented there)."""
+    """A resolved endpoint, and the knobs of `ExplanationsConfig` (documented there)."""
 
     base_url: str
     model: str = "gpt-4o-mini"
     api_key: str = "not-needed"
-    timeout_seconds: float = 20.0
-    max_retries: int = 2
-    concurrency: int = 8
-    max_calls: int = 2000
-    max_tokens: int = 1_000_000
-    breaker_failures: int = 5
-    json_mode: bool = True
+    options: ExplanationsConfig = field(default_factory=ExplanationsConfig)
     max_reply_tokens: int = 300
 
 
@@ -112,11 +106,8 @@ def resolve_llm(options: ExplanationsConfig, environ=os.environ) -> LLMSettings 
     if not url:
         raise ValueError("explanations.provider is 'openai' but no endpoint is set: give explanations.base_url "
                          "or $OPENAI_BASE_URL (https://api.openai.com/v1 for OpenAI itself)")
-    return LLMSettings(
-        base_url=url, model=options.model or environ.get("OPENAI_MODEL") or "gpt-4o-mini",
-        api_key=environ.get(options.api_key_env) or "not-needed", timeout_seconds=options.timeout_seconds,
-        max_retries=options.max_retries, concurrency=options.concurrency, max_calls=options.max_calls,
-        max_tokens=options.max_tokens, breaker_failures=options.breaker_failures, json_mode=options.json_mode)
+    return LLMSettings(base_url=url, model=options.model or environ.get("OPENAI_MODEL") or "gpt-4o-mini",
+                       api_key=environ.get(options.api_key_env) or "not-needed", options=options)
 
 
 def write_explanations(facts: list[Facts], use_llm: list[bool], llm: LLMSettings | None, terms: CatalogTerms,
@@ -154,9 +145,10 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
              stats.cache_hits, len(todo), llm.model)
     if not todo:
         return results
-    client = AsyncOpenAI(base_url=llm.base_url, api_key=llm.api_key, timeout=llm.timeout_seconds,
-                         max_retries=llm.max_retries)
-    gate = asyncio.Semaphore(llm.concurrency)
+    options = llm.options
+    client = AsyncOpenAI(base_url=llm.base_url, api_key=llm.api_key, timeout=options.timeout_seconds,
+                         max_retries=options.max_retries)
+    gate = asyncio.Semaphore(options.concurrency)
     failures_in_a_row = 0
     bar = tqdm(total=len(todo), desc="writing explanations", unit="card", disable=not progress)
 
@@ -166,7 +158,7 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
         async with gate:
             reason = None
             for _ in range(2):  # an unparseable reply is asked again once
-                reason = _budget_problem(llm, stats, failures_in_a_row)
+                reason = _budget_problem(options, stats, failures_in_a_row)
                 if reason:
                     break
                 stats.calls += 1
@@ -177,7 +169,7 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
                     response = await client.post("/chat/completions", cast_to=ChatCompletion, body={
                         "model": llm.model, "messages": prompt_messages(f), "temperature": 0.3,
                         "max_tokens": llm.max_reply_tokens,
-                        **({"response_format": {"type": "json_object"}} if llm.json_mode else {})})
+                        **({"response_format": {"type": "json_object"}} if options.json_mode else {})})
                 except Exception as exc:  # the client already retried; any failure here falls back
                     failures_in_a_row += 1
                     reason = f"endpoint error: {type(exc).__name__}"
@@ -209,16 +201,16 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
     finally:
         bar.close()
         await client.close()
-    stats.breaker_open = failures_in_a_row >= llm.breaker_failures
+    stats.breaker_open = failures_in_a_row >= options.breaker_failures
     return results
 
 
-def _budget_problem(llm: LLMSettings, stats: WriteStats, failures_in_a_row: int) -> str | None:
-    if failures_in_a_row >= llm.breaker_failures:
+def _budget_problem(options: ExplanationsConfig, stats: WriteStats, failures_in_a_row: int) -> str | None:
+    if failures_in_a_row >= options.breaker_failures:
         return "circuit breaker open: the endpoint kept failing"
-    if stats.calls >= llm.max_calls:
+    if stats.calls >= options.max_calls:
         return "budget: max calls reached"
-    if stats.tokens >= llm.max_tokens:
+    if stats.tokens >= options.max_tokens:
         return "budget: max tokens reached"
     return None
 

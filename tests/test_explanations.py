@@ -13,6 +13,7 @@ from conftest import materialize_all
 from pipeline.explain import (
     SYSTEM_PROMPT, CatalogTerms, build_facts, grounding_problem, llm_selection, template_explanation,
 )
+from pipeline.config import ExplanationsConfig
 from pipeline.llm import LLMSettings, write_explanations
 from pipeline.warehouse import read_table
 
@@ -33,8 +34,9 @@ def facts_of(tables, products=None):
     return build_facts(tables["recommendations"], products, tables["interactions"], tables["item_cooccurrence"])
 
 
-def llm(server, **overrides):
-    return LLMSettings(base_url=server.base_url, model="test-model", **{"max_retries": 1, **overrides})
+def llm(server, **options):
+    return LLMSettings(base_url=server.base_url, model="test-model",
+                       options=ExplanationsConfig(**{"max_retries": 1, **options}))
 
 
 def test_facts_hold_only_what_the_warehouse_says(published):
@@ -222,7 +224,6 @@ def test_endpoint_down_for_the_whole_run_still_publishes_labelled_template_text(
 
 
 def test_endpoint_comes_from_config_or_the_usual_environment_variables():
-    from pipeline.config import ExplanationsConfig
     from pipeline.llm import resolve_llm
 
     assert resolve_llm(ExplanationsConfig(), environ={}) is None  # offline by default: the template writes
