@@ -1,6 +1,5 @@
 """The behavioural model asset: item-to-item similarity from co-engagement."""
 
-
 import dagster as dg
 import polars as pl
 

@@ -1,6 +1,5 @@
 """Ingestion assets: the product catalog and the event log, typed and deduplicated."""
 
-
 import dagster as dg
 import polars as pl
 

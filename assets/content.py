@@ -1,6 +1,5 @@
 """Content assets: product embeddings, the FAISS index over them, and users' content profiles."""
 
-
 import dagster as dg
 import polars as pl
 

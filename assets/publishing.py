@@ -1,6 +1,5 @@
 """The publishing asset: every table and the run's record land in the warehouse in one transaction."""
 
-
 import dagster as dg
 import numpy as np
 import polars as pl

@@ -1,6 +1,5 @@
 """The recommendations asset: top-K per user from fused content and behavioural scores."""
 
-
 import dagster as dg
 import polars as pl
 

@@ -22,7 +22,6 @@ PREVIEW_ROWS = 5
 class InjectedFault(RuntimeError):
     """Raised where SHOPREC_FAULT asks an asset to fail."""
 
-
 def fault_point(asset_name: str) -> None:
     wanted = os.environ.get(FAULT_ENV, "")
     target, _, action = wanted.partition(":")

@@ -3,7 +3,6 @@
     uvicorn serve.main:app --port 8000        (make run starts it beside the Dagster UI)
 """
 
-
 import hmac
 import json
 import time
