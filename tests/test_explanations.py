@@ -39,6 +39,12 @@ def llm(server, **options):
                        options=ExplanationsConfig(**{"max_retries": 1, **options}))
 
 
+def write_all(facts, server, products, cache_folder, **options):
+    """Every card asked of the LLM behind `server`, with a cache in `cache_folder`."""
+    return write_explanations(facts, [True] * len(facts), llm(server, **options), CatalogTerms(products),
+                              cache_folder / "cache.duckdb", progress=False)
+
+
 def test_facts_hold_only_what_the_warehouse_says(published):
     _, tables = published
     facts = facts_of(tables)
@@ -98,8 +104,7 @@ def test_merchant_text_stays_in_the_data_part_and_an_echoed_instruction_is_rejec
     facts = [f for f in facts_of(tables, products) if f.product["product_id"] == "T03"]
     assert facts
     with FakeOpenAI(mode="echo_injection") as server:
-        rows, _ = write_explanations(facts, [True] * len(facts), llm(server), CatalogTerms(products),
-                                     tmp_path / "cache.duckdb", progress=False)
+        rows, _ = write_all(facts, server, products, tmp_path)
         request = server.requests[0]
     system, user = request["messages"]
     assert system["role"] == "system" and system["content"] == SYSTEM_PROMPT and "PWNED" not in system["content"]
@@ -112,8 +117,7 @@ def test_a_hallucinated_product_is_replaced_by_the_template(published, tmp_path)
     _, tables = published
     facts = facts_of(tables)[:4]
     with FakeOpenAI(mode="hallucinate") as server:
-        rows, stats = write_explanations(facts, [True] * 4, llm(server), CatalogTerms(tables["products"]),
-                                         tmp_path / "cache.duckdb", progress=False)
+        rows, stats = write_all(facts, server, tables["products"], tmp_path)
     assert all(r.provider == "template" and "rejected" in r.fallback_reason for r in rows)
     assert all(INVENTED_PRODUCT not in r.explanation for r in rows)
     assert stats.fallbacks["rejected"] == 4
@@ -123,8 +127,7 @@ def test_an_unparseable_reply_is_asked_again_once_then_falls_back(published, tmp
     _, tables = published
     facts = facts_of(tables)[:3]
     with FakeOpenAI(mode="invalid_json") as server:
-        rows, _ = write_explanations(facts, [True] * 3, llm(server), CatalogTerms(tables["products"]),
-                                     tmp_path / "cache.duckdb", progress=False)
+        rows, _ = write_all(facts, server, tables["products"], tmp_path)
         assert server.count == 6
     assert all(r.fallback_reason == "unparseable reply" for r in rows)
 
@@ -134,9 +137,8 @@ def test_retries_are_bounded_and_the_breaker_hands_the_rest_to_the_template(publ
     _, tables = published
     facts = facts_of(tables)[:10]
     with FakeOpenAI(mode=mode) as server:
-        settings = llm(server, max_retries=2, breaker_failures=3, concurrency=1)
-        rows, stats = write_explanations(facts, [True] * 10, settings, CatalogTerms(tables["products"]),
-                                         tmp_path / "cache.duckdb", progress=False)
+        rows, stats = write_all(facts, server, tables["products"], tmp_path, max_retries=2, breaker_failures=3,
+                                concurrency=1)
         assert server.count == 3 * (1 + 2)  # three calls, each tried three times, then the breaker opens
     assert stats.breaker_open
     assert [r.fallback_reason.split(":")[0] for r in rows] == ["endpoint error"] * 3 + ["circuit breaker open"] * 7
@@ -147,8 +149,7 @@ def test_a_transient_failure_is_retried_and_succeeds(published, tmp_path):
     _, tables = published
     facts = facts_of(tables)[:1]
     with FakeOpenAI(fail_first=1) as server:
-        rows, _ = write_explanations(facts, [True], llm(server), CatalogTerms(tables["products"]),
-                                     tmp_path / "cache.duckdb", progress=False)
+        rows, _ = write_all(facts, server, tables["products"], tmp_path)
         assert server.count == 2
     assert rows[0].provider == "openai"
 
@@ -157,8 +158,7 @@ def test_budget_caps_the_calls_and_the_rest_get_template_text(published, tmp_pat
     _, tables = published
     facts = facts_of(tables)[:8]
     with FakeOpenAI() as server:
-        rows, stats = write_explanations(facts, [True] * 8, llm(server, max_calls=3, concurrency=1),
-                                         CatalogTerms(tables["products"]), tmp_path / "cache.duckdb", progress=False)
+        rows, stats = write_all(facts, server, tables["products"], tmp_path, max_calls=3, concurrency=1)
         assert server.count == 3
     assert sum(r.provider == "openai" for r in rows) == 3
     assert sum((r.fallback_reason or "").startswith("budget") for r in rows) == 5
@@ -168,8 +168,7 @@ def test_token_budget_stops_calls(published, tmp_path):
     _, tables = published
     facts = facts_of(tables)[:6]
     with FakeOpenAI() as server:
-        rows, stats = write_explanations(facts, [True] * 6, llm(server, max_tokens=1, concurrency=1),
-                                         CatalogTerms(tables["products"]), tmp_path / "cache.duckdb", progress=False)
+        rows, stats = write_all(facts, server, tables["products"], tmp_path, max_tokens=1, concurrency=1)
         assert server.count == 1  # the first reply's tokens exhaust the budget
     assert stats.tokens > 1 and [r.fallback_reason for r in rows[1:]] == ["budget: max tokens reached"] * 5
 
