@@ -84,8 +84,6 @@ class ScoringSettings:
 class Ranked:
     """One model's output on one split: top lists and the sampled rank of every (user, target) pair."""
 
-    model: str
-    alpha: float | None
     top: np.ndarray
     pair_rank: np.ndarray
 
@@ -225,35 +223,33 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     depth = max(settings.ks)
     ranked: dict[tuple[str, float | None], Ranked] = {}
 
-    def keep(model, alpha, scores, block_rows, block_users):
-        key = (model, alpha)
-        purchased = matrix.purchased[block_rows].toarray() > 0
-        top = _top_n(np.where(purchased, -np.inf, scores), depth)
-        in_block = np.flatnonzero(np.isin(pair_users, block_users))
-        local = pair_users[in_block] - block_users[0]
-        pair_scores = scores[local, pair_items[in_block]]
-        negative_scores = np.take_along_axis(scores, negatives[block_users], axis=1)[local]
-        rank = sampled_rank(pair_scores, negative_scores)
-        if key not in ranked:
-            ranked[key] = Ranked(model, alpha, np.empty((len(users), depth), dtype=np.int64),
-                                 np.empty(len(pair_users)))
-        ranked[key].top[block_users] = top
-        ranked[key].pair_rank[in_block] = rank
+    def keep(model, alpha, scores, block):
+        """Record one model's top lists and sampled ranks for a block of users."""
+        users_in, purchased, in_block, local = block
+        if (model, alpha) not in ranked:
+            ranked[(model, alpha)] = Ranked(np.empty((len(users), depth), dtype=np.int64), np.empty(len(pair_users)))
+        ranked[(model, alpha)].top[users_in] = _top_n(np.where(purchased, -np.inf, scores), depth)
+        negative_scores = np.take_along_axis(scores, negatives[users_in], axis=1)[local]
+        ranked[(model, alpha)].pair_rank[in_block] = sampled_rank(scores[local, pair_items[in_block]],
+                                                                   negative_scores)
 
     blocks = range(0, len(users), USER_BLOCK)
     for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
         block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
         block_rows = rows[block_users]
+        # What every model of this block shares: purchases to exclude, and which target pairs fall in it.
+        in_block = np.flatnonzero((pair_users >= start) & (pair_users < start + len(block_users)))
+        block = (block_users, matrix.purchased[block_rows].toarray() > 0, in_block, pair_users[in_block] - start)
         if popularity is not None:
-            keep("popularity", None, popularity.scores(block_rows), block_rows, block_users)
+            keep("popularity", None, popularity.scores(block_rows), block)
         for model in ease_models:
-            keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block_rows, block_users)
+            keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block)
         scores = hybrid.block(block_rows)
         for alpha in settings.alphas:
             fused = scores.fused(alpha)
             # What production lists: only its candidate pool can be recommended, so products outside it
             # rank below every pool product (fused scores lie in [0, 1]).
-            keep("hybrid", alpha, np.where(scores.pool, fused, fused - 2.0), block_rows, block_users)
+            keep("hybrid", alpha, np.where(scores.pool, fused, fused - 2.0), block)
 
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
