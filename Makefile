@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
-#   make run   set up, materialize every asset on the sample data, then serve the Dagster UI on :3000
-#              and the API on :8000 until Ctrl-C
-#   make test  set up, then run the test suite
+#   make run   set up, materialize every asset on the sample data, build the dashboard, then serve the
+#              Dagster UI on :3000 and the API with the dashboard on :8000 until Ctrl-C
+#   make test  set up (Python, npm packages, Debian's chromium for the browser tests), then run the
+#              dashboard's component tests and the test suite
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,11 @@ export DAGSTER_HOME := $(CURDIR)/.dagster
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test install materialize ui api sample clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html dashboard/vite.config.ts \
+	dashboard/tsconfig.json
+
+.PHONY: run test install materialize ui api dashboard chromium sample clean
 
 install: $(VENV)/.installed
 
@@ -23,22 +28,38 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# The dashboard: npm packages exactly as locked, then a production build the API serves at /.
+dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+dashboard/dist/index.html: dashboard/node_modules/.installed $(DASHBOARD_SOURCES)
+	cd dashboard && npm run --silent build
+
+dashboard: dashboard/dist/index.html
+
+# The browser tests drive Debian's chromium (a browser download is not possible here).
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 materialize: install
 	$(BIN)/dagster job execute -m assets.definitions -j nightly
 
 ui: install
 	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
 
-api: install
+api: install dashboard
 	$(BIN)/uvicorn serve.main:app --host 127.0.0.1 --port 8000
 
 # The API runs beside the Dagster UI and stops with it.
-run: materialize
+run: materialize dashboard
 	$(BIN)/uvicorn serve.main:app --host 127.0.0.1 --port 8000 --log-level warning & api=$$!; \
 	trap 'kill $$api 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/dagster dev -m assets.definitions -h 127.0.0.1 -p 3000
 
-test: install
+test: install dashboard chromium
+	cd dashboard && npm test --silent
 	$(BIN)/pytest
 
 # Regenerate the embedded sample (deterministic: the committed files come out byte for byte).

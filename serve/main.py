@@ -1,29 +1,35 @@
 """The read-only API over the published warehouse: every answer is a lookup in the current snapshot.
+It also serves the built dashboard (dashboard/dist) at /, so one process shows everything.
 
-    uvicorn serve.main:app --port 8000        (make run starts it beside the Dagster UI)
+    uvicorn serve.main:app --port 8000        (make run builds the dashboard and starts it beside the Dagster UI)
 """
 
 import hmac
 import json
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
-from pipeline.config import Settings, load_settings
+from pipeline.config import PROJECT_ROOT, Settings, load_settings
 from serve.schemas import (
-    Health, HistoryEvent, ModelReport, Product, ProductPage, Recommendation,
+    FrontendSettings, Health, HistoryEvent, ModelReport, Product, ProductPage, Recommendation,
     RecommendationsForMe, RunInfo, SimilarProduct, SimilarProducts, UserHistory, UserRecommendations,
 )
 from serve.snapshot import Snapshot, SnapshotStore
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 FALLBACK_REASON = "popular with shoppers in the last 30 days"
+DASHBOARD_BUILD = PROJECT_ROOT / "dashboard" / "dist"
+EXAMPLE_USERS = 6
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, dashboard: Path = DASHBOARD_BUILD) -> FastAPI:
     settings = settings or load_settings()
     store = SnapshotStore(settings.warehouse_path)
     max_k = settings.api.max_k
@@ -58,6 +64,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health", response_model=Health)
     async def health() -> Health:
         return Health(status="ok")
+
+    @app.get("/frontend", response_model=FrontendSettings)
+    async def frontend() -> FrontendSettings:
+        """What the dashboard needs before its first request (open, like /health: it holds no shop data
+        beyond a few user ids, and only when no API key is required)."""
+        snapshot = store.current()
+        examples = snapshot.example_users[:EXAMPLE_USERS] if snapshot and not expected_key else []
+        return FrontendSettings(items_per_page=settings.frontend.items_per_page, max_k=max_k,
+                                api_key_required=bool(expected_key), example_user_ids=examples)
 
     @app.get("/ready", response_model=Health)
     async def ready(snapshot: Published) -> Health:
@@ -130,6 +145,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         run = snapshot.run
         return RunInfo(run_id=run["run_id"], started_at=run["started_at"], finished_at=run["finished_at"],
                        status=run["status"], hybrid_alpha=run["hybrid_alpha"], top_k=run["top_k"])
+
+    # Last, so every API route above wins over a file of the same name.
+    if (dashboard / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=dashboard, html=True), name="dashboard")
+    else:
+        @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+        async def dashboard_missing() -> str:
+            return ("<p>The dashboard is not built yet: run <code>make dashboard</code> (make run does it), "
+                    "then reload. The API itself is up: see <a href='/docs'>/docs</a>.</p>")
 
     return app
 

@@ -122,5 +122,15 @@ class RunInfo(BaseModel):
     top_k: int | None
 
 
+class FrontendSettings(BaseModel):
+    """What the dashboard reads before anything else."""
+
+    items_per_page: int
+    max_k: int
+    api_key_required: bool
+    example_user_ids: list[str]
+    """A few users with published lists, most active first, to try (empty when a key is required)."""
+
+
 class Health(BaseModel):
     status: str

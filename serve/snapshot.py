@@ -17,6 +17,7 @@ from pipeline.warehouse import current_snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 200
+EXAMPLE_USERS = 20
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class Snapshot:
     alpha_sweep: list[dict]
     eval_metrics: list[dict]
     categories: list[str]
+    example_users: list[str]
+    """Users with a published list, most events first: something to try in the dashboard."""
     rendered: dict = field(default_factory=dict, repr=False, compare=False)
     """Cards already rendered as JSON, by user id (filled on first request)."""
 
@@ -45,20 +48,22 @@ class Snapshot:
     def load(cls, path: Path) -> "Snapshot":
         tables = read_snapshot(path)
         products = {row["product_id"]: row for row in tables["products"].iter_rows(named=True)}
+        recommendations = _grouped(tables["recommendations"].iter_rows(named=True), "user_id")
+        history = _grouped(tables["interactions"].iter_rows(named=True), "user_id")
         return cls(
             path=path,
             run=tables["run"].row(0, named=True),
             products=products,
-            recommendations=_grouped(tables["recommendations"].iter_rows(named=True), "user_id"),
+            recommendations=recommendations,
             similar=_grouped(tables["similar_products"].iter_rows(named=True), "product_id"),
-            history={u: rows[:HISTORY_LIMIT] for u, rows in
-                     _grouped(tables["interactions"].iter_rows(named=True), "user_id").items()},
+            history={u: rows[:HISTORY_LIMIT] for u, rows in history.items()},
             popular=[{**products[r["product_id"]], "buyers": r["buyers"]}
                      for r in tables["popular"].iter_rows(named=True)],
             model_info=tables["model_info"].row(0, named=True) if tables["model_info"].height else {},
             alpha_sweep=tables["alpha_sweep"].to_dicts(),
             eval_metrics=tables["eval_metrics"].to_dicts(),
             categories=sorted({p["category"] for p in products.values()}),
+            example_users=sorted(recommendations, key=lambda u: (-len(history.get(u, ())), u))[:EXAMPLE_USERS],
         )
 
 
