@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from unittest import mock
 
 import dagster as dg
+import httpx
 import polars as pl
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = PROJECT_ROOT / "data" / "sample"
 
 # (product_id, title, category, attributes, description, price, in_stock)
 TINY_PRODUCTS = [
@@ -100,11 +111,13 @@ class Shop:
     config_path: Path
     warehouse: Path
 
-    def write_config(self, **model) -> None:
+    def write_config(self, sections: dict | None = None, **model) -> None:
+        """The shop's config.json: `model` settings as keywords, whole other sections in `sections`."""
         config = {
             "model": {"top_k": 5, "candidates": 20, "similar_products": 5, "hybrid_alpha": 0.2, **model},
             "data": {"input_dir": str(self.input_dir), "warehouse": str(self.warehouse),
                      "cache_dir": str(self.root / "cache")},
+            **(sections or {}),
         }
         self.config_path.write_text(json.dumps(config), encoding="utf-8")
 
@@ -137,6 +150,54 @@ def materialize_all(config_path: Path, raise_on_error: bool = True) -> dg.Execut
     with mock.patch.dict(os.environ, {"SHOPREC_CONFIG": str(config_path)}):
         return defs.resolve_job_def("nightly").execute_in_process(
             instance=dg.DagsterInstance.ephemeral(), raise_on_error=raise_on_error)
+
+
+class SampleRun(NamedTuple):
+    warehouse: Path
+    result: dg.ExecuteInProcessResult
+    config_path: Path
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory) -> SampleRun:
+    """The whole nightly job on the embedded sample with the real model, once per test session (about a
+    minute and a half): the pipeline's and the dashboard's tests both read it."""
+    root = tmp_path_factory.mktemp("sample")
+    config = root / "config.json"
+    config.write_text(json.dumps({"data": {"input_dir": str(SAMPLE), "warehouse": str(root / "warehouse.duckdb"),
+                                           "cache_dir": str(root / "cache")}}), encoding="utf-8")
+    return SampleRun(root / "warehouse.duckdb", materialize_all(config), config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def api_server(config_path: Path) -> Iterator[str]:
+    """A real API process (uvicorn, as `make api` runs it) on a free loopback port, serving the warehouse
+    and dashboard build of `config_path`; yields its base URL once it serves a published run."""
+    port = free_port()
+    env = {**os.environ, "SHOPREC_CONFIG": str(config_path)}
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "serve.main:app", "--host", "127.0.0.1",
+                               "--port", str(port), "--log-level", "warning"], env=env, cwd=PROJECT_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(150):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"the API exited with {server.returncode}")
+                time.sleep(0.2)
+        yield url
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=10)
 
 
 def metadata_value(result: dg.ExecuteInProcessResult, asset: str, key: str):

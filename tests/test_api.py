@@ -3,14 +3,8 @@ API key, and a real server process that keeps answering, from one run at a time,
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
@@ -20,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from conftest import materialize_all, write_tiny_shop
+from conftest import api_server, materialize_all, write_tiny_shop
 from pipeline.config import load_settings
 from serve.main import create_app
 
@@ -123,29 +117,11 @@ def test_cors_allows_only_the_dashboard_origin(client):
     assert "access-control-allow-origin" not in other.headers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_publishing_under_load_fails_no_request_and_mixes_no_runs(tmp_path):
     """A real server process answers a steady load while the nightly job publishes a new run."""
     shop = write_tiny_shop(tmp_path)
     assert materialize_all(shop.config_path).success
-    port = free_port()
-    env = {**os.environ, "SHOPREC_CONFIG": str(shop.config_path)}
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "serve.main:app", "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning"], env=env,
-                              cwd=Path(__file__).resolve().parent.parent)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    with api_server(shop.config_path) as url:
         first_run = httpx.get(f"{url}/runs/latest").json()["run_id"]
         results: list[tuple[int, str | None, set]] = []
         stop = threading.Event()
@@ -170,9 +146,6 @@ def test_publishing_under_load_fails_no_request_and_mixes_no_runs(tmp_path):
         stop.set()
         for worker in workers:
             worker.join()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=10)
     statuses = {status for status, _, _ in results}
     assert statuses == {200}, f"failed requests: {statuses}"
     runs_seen = [run for _, run, _ in results]

@@ -4,19 +4,14 @@ pipeline run on it with the real model."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
-import pytest
 
 from checks import assert_valid_lists
-from conftest import materialize_all, metadata_value
+from conftest import SAMPLE, materialize_all, metadata_value
 from pipeline.ingest import read_catalog, read_event_log
 from pipeline.synthetic import write_shop
 from pipeline.warehouse import read_table
-
-SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample"
-
 
 def test_committed_sample_is_what_the_generator_writes(tmp_path):
     write_shop(tmp_path)
@@ -56,17 +51,8 @@ def test_users_have_tastes_not_uniform_noise():
     assert counts.head(len(counts) // 10).sum() / counts.sum() > 0.25
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sample")
-    config = root / "config.json"
-    config.write_text(json.dumps({"data": {"input_dir": str(SAMPLE), "warehouse": str(root / "warehouse.duckdb"),
-                                           "cache_dir": str(root / "cache")}}), encoding="utf-8")
-    return root / "warehouse.duckdb", materialize_all(config)
-
-
 def test_sample_materializes_with_k_recommendations_per_user(sample_run):
-    warehouse, result = sample_run
+    warehouse, result, _ = sample_run
     assert result.success
     recs = assert_valid_lists(warehouse, k=10)
     users = read_table(warehouse, "interactions")["user_id"].n_unique()
@@ -78,7 +64,7 @@ def test_sample_materializes_with_k_recommendations_per_user(sample_run):
 
 
 def test_sample_lists_follow_each_users_favourite_category(sample_run):
-    warehouse, _ = sample_run
+    warehouse, _, _ = sample_run
     recs = read_table(warehouse, "recommendations")
     products = read_table(warehouse, "products").select("product_id", "category")
     events = read_table(warehouse, "interactions").join(products, on="product_id")
@@ -92,7 +78,7 @@ def test_sample_lists_follow_each_users_favourite_category(sample_run):
 
 
 def test_sample_evaluation_lands_in_the_warehouse(sample_run):
-    warehouse, result = sample_run
+    warehouse, result, _ = sample_run
     metrics = read_table(warehouse, "eval_metrics")
     assert set(metrics["protocol"]) == {"temporal", "leave_last_out"}
     assert {"popularity", "ease", "hybrid"} <= set(metrics["model"])
@@ -118,7 +104,7 @@ def test_sample_evaluation_lands_in_the_warehouse(sample_run):
 
 
 def test_gate_keeps_the_old_lists_when_quality_regresses(sample_run, tmp_path):
-    warehouse, _ = sample_run
+    warehouse, _, _ = sample_run
     before = read_table(warehouse, "recommendations")
     previous = read_table(warehouse, "model_info")
     # Pin content-only scoring, far worse on this data than the alpha chosen on validation.

@@ -68,7 +68,9 @@ export function UserPage({ userId }: { userId: string }) {
       <aside aria-labelledby="history-heading" className="rounded-xl border border-slate-200 bg-white p-4 xl:self-start">
         <h2 id="history-heading" className="mb-3 font-semibold">History</h2>
         {history.state === "loading" && <LineSkeletons lines={5} label="Loading history…" />}
-        {history.state === "failed" && history.problem.kind !== (lists.state === "failed" ? lists.problem.kind : "") && <ProblemNotice problem={history.problem} />}
+        {history.state === "failed" && (lists.state === "failed" && lists.problem.kind === history.problem.kind
+          ? <p className="text-sm text-slate-500">Not available: see the message beside.</p>
+          : <ProblemNotice problem={history.problem} />)}
         {history.state === "ready" && <HistoryPanel history={history.data} />}
       </aside>
     </div>
