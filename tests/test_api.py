@@ -105,9 +105,38 @@ def test_api_key_guards_everything_but_health(shop):
     settings = load_settings(shop.config_path, environ={"SHOPREC__API__API_KEY": "s3cret"})
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
+        # the dashboard learns that it needs a key, and no user id leaks to callers without one
+        assert client.get("/frontend").json() == {"items_per_page": 12, "max_k": 100, "api_key_required": True,
+                                                  "example_user_ids": []}
         assert client.get("/recommend_for_me", params={"user_id": "U_TRAIL"}).status_code == 401
         assert client.get("/model", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_the_dashboard_reads_its_settings_and_users_to_try(client, shop):
+    body = client.get("/frontend").json()
+    assert body["items_per_page"] == 12 and body["max_k"] == 100 and body["api_key_required"] is False
+    examples = body["example_user_ids"]
+    assert examples[0] == "U_TRAIL"  # the most events of anyone in the tiny shop
+    for user in examples:
+        assert client.get("/recommend_for_me", params={"user_id": user}).json()["fallback"] is False
+    shop_settings = load_settings(shop.config_path, environ={"SHOPREC__FRONTEND__ITEMS_PER_PAGE": "4"})
+    with TestClient(create_app(shop_settings)) as configured:
+        assert configured.get("/frontend").json()["items_per_page"] == 4
+
+
+def test_the_api_serves_the_dashboard_build_or_says_how_to_make_it(shop, tmp_path):
+    build = tmp_path / "dist"
+    (build / "assets").mkdir(parents=True)
+    (build / "index.html").write_text("<div id='root'></div>")
+    (build / "assets" / "app.js").write_text("console.log('hi')")
+    with TestClient(create_app(load_settings(shop.config_path), dashboard=build)) as client:
+        assert client.get("/").text == "<div id='root'></div>"
+        assert client.get("/assets/app.js").headers["content-type"].startswith("text/javascript")
+        assert client.get("/products/T01").json()["product_id"] == "T01"  # API routes win over files
+    with TestClient(create_app(load_settings(shop.config_path), dashboard=tmp_path / "never-built")) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and "make dashboard" in page.text
 
 
 def test_cors_allows_only_the_dashboard_origin(client):

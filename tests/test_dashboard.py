@@ -253,8 +253,11 @@ def test_the_model_page_draws_the_alpha_sweep_and_the_test_metrics(page, sample_
 def test_the_sample_dashboard_for_a_published_user(page, sample_api):
     """The screenshot the README shows: the sample's most active user, one explanation open."""
     page.goto(sample_api)
+    started = page.evaluate("performance.now()")
     page.get_by_role("link", name=re.compile(r"^U\d+$")).first.click()
     expect(cards(page)).to_have_count(10)
+    rendered = page.evaluate("performance.getEntriesByName('shoprec:list-rendered').at(-1).startTime") - started
+    print(f"\nfirst render of a sample user's list: {rendered:.0f} ms from the click")
     cards(page).first.get_by_role("button", name="Why this recommendation?").click()
     expect(cards(page).first.get_by_test_id("explanation")).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "sample-user.png")

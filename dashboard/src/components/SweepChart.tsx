@@ -64,7 +64,7 @@ export function SweepChart({ points, split }: { points: SweepPoint[]; split: str
       </figcaption>
       <details className="mt-2 text-sm">
         <summary className="cursor-pointer text-indigo-700">Show the numbers</summary>
-        <table className="mt-2 w-full text-left" data-testid="sweep-table">
+        <table className="mt-2 w-full max-w-md text-left" data-testid="sweep-table">
           <thead><tr><th scope="col">alpha</th>{series.map((s) => <th key={s.metric} scope="col">{s.label}</th>)}</tr></thead>
           <tbody>
             {series[0].rows.map((row, i) => (
