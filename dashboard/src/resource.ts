@@ -22,7 +22,6 @@ export function useResource<T>(load: (signal: AbortSignal) => Promise<T>, deps: 
       },
     );
     return () => controller.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, deps);
+  }, deps); // `load` is a new closure every render; `deps` says when it means something new
   return resource;
 }

@@ -3,17 +3,24 @@ import { href, navigate, type Route } from "../router";
 import { useSession } from "../session";
 import { Freshness } from "./Freshness";
 
-/** The user id and API key fields, refresh, and where to go. */
+/** The user id and API key fields, refresh, and where to go. A typed key takes effect on Show or Refresh,
+ * not on every keystroke. */
 export function Header({ route }: { route: Route }) {
   const { apiKey, setApiKey, refresh } = useSession();
   const shownUser = route.page === "user" ? route.userId : "";
   const [userId, setUserId] = useState(shownUser);
+  const [typedKey, setTypedKey] = useState(apiKey);
   useEffect(() => setUserId(shownUser), [shownUser]);
 
   const show = (event: FormEvent) => {
     event.preventDefault();
+    setApiKey(typedKey);
     const wanted = userId.trim();
     if (wanted) navigate(href.user(wanted));
+  };
+  const reload = () => {
+    setApiKey(typedKey);
+    refresh();
   };
 
   return (
@@ -33,11 +40,11 @@ export function Header({ route }: { route: Route }) {
           </label>
           <label className="flex flex-col text-sm font-medium text-slate-700">
             API key
-            <input type="password" value={apiKey} onChange={(e) => setApiKey(e.target.value)} placeholder="if the API needs one" className="input mt-1" autoComplete="off" />
+            <input type="password" value={typedKey} onChange={(e) => setTypedKey(e.target.value)} placeholder="if the API needs one" className="input mt-1" autoComplete="off" />
           </label>
           <div className="flex gap-2">
             <button type="submit" className="btn-primary">Show</button>
-            <button type="button" className="btn-secondary" onClick={refresh}>Refresh</button>
+            <button type="button" className="btn-secondary" onClick={reload}>Refresh</button>
           </div>
         </form>
       </div>
