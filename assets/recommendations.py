@@ -1,26 +1,30 @@
 """The recommendations asset: top-K per user from fused content and behavioural scores."""
 
+from typing import Iterator
+
 import dagster as dg
 import polars as pl
 
+from assets.catalog import check_result, quality_check
 from assets.reporting import frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.model_choice import ModelChoice
 from pipeline.profiles import UserProfiles
+from pipeline.quality import check_recommendations
 from pipeline.recommend import RecommendationSettings, recommend
 from pipeline.vector_index import SavedIndex, load_index
 
 
-@dg.asset(group_name="recommender", kinds={"polars"})
+@dg.asset(group_name="recommender", kinds={"polars"}, check_specs=[quality_check("recommendations")])
 def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
-                    product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
+                    interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
                     user_profiles: UserProfiles, behavior_model: ItemCooccurrence,
-                    alpha_sweep: ModelChoice) -> dg.Output[pl.DataFrame]:
+                    alpha_sweep: ModelChoice) -> Iterator:
     """Top-K products per user, `alpha * behavioral + (1 - alpha) * content` with alpha from `alpha_sweep`,
-    purchased and
-    out-of-stock products excluded, with the history items that contributed most as evidence."""
+    purchased and out-of-stock products excluded, with the history items that contributed most as evidence.
+    Its blocking check holds the lists to their contract before anything is explained or published."""
     model = settings.get().model
     with reported(context) as meta:
         index, index_ids = load_index(faiss_index.path)
@@ -35,4 +39,6 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
                     users_with_fewer_than_k=per_user.filter(pl.col("len") < model.top_k).height,
                     hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source, top_k=model.top_k,
                     catalog_coverage=round(ranked["product_id"].n_unique() / products.height, 4))
-    return dg.Output(ranked, metadata=meta)
+        report = check_recommendations(ranked, products, interactions, model.top_k)
+    yield dg.Output(ranked, metadata=meta)
+    yield check_result(report)

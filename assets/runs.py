@@ -31,6 +31,16 @@ def record_failure(context: dg.HookContext) -> None:
     """A failed step marks its run `failed` in `runs`; the published results stay as they were."""
     config = context.resources.settings.get()
     error = f"{context.op.name}: {context.op_exception!r}" if context.op_exception else context.op.name
+    failed_checks = _failed_check_descriptions(context.instance, context.run_id)
+    if failed_checks:
+        error = f"{context.op.name}: blocking check failed: " + " | ".join(failed_checks)
     record_failed_run(config.warehouse_path, run_record(context.instance, context.run_id, config, "failed",
                                                         error=error[:2000]))
     context.log.warning(f"run {context.run_id} recorded as failed in {config.warehouse_path}")
+
+
+def _failed_check_descriptions(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """What each failed asset check of the run said (a blocking check's failure carries no details)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
+    return [f"{e.asset_key.to_user_string()} {e.check_name}: {e.description}" for e in evaluations if not e.passed]

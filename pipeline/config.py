@@ -113,6 +113,20 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class QualityConfig:
+    max_quarantine_share: float = 0.01
+    """The run goes on while at most this share of an input's rows break a row rule (they are quarantined);
+    above it, the input check fails and nothing is published."""
+    max_unknown_product_share: float = 0.05
+    """Events naming products not in the catalog: tolerated (counted, quarantined, dropped) up to this share."""
+    future_tolerance_minutes: float = 60.0
+    """An event stamped later than now plus this is quarantined (clock skew allowance)."""
+    max_title_length: int = 300
+    categories: list = field(default_factory=list)
+    """Allowed product categories; empty: any non-empty category."""
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     cron: str = "0 2 * * *"
     timezone: str = "UTC"
@@ -142,6 +156,7 @@ class Settings:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     explanations: ExplanationsConfig = field(default_factory=ExplanationsConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
@@ -307,6 +322,11 @@ def _validate(settings: Settings) -> None:
         ("explanations.llm_top_ranks", settings.explanations.llm_top_ranks >= 0, "must be 0 or more"),
         ("explanations.llm_active_days", settings.explanations.llm_active_days >= 0, "must be 0 or more"),
         ("frontend.items_per_page", settings.frontend.items_per_page >= 1, "must be at least 1"),
+        ("quality.max_quarantine_share", 0 <= settings.quality.max_quarantine_share <= 1, "must be in [0, 1]"),
+        ("quality.max_unknown_product_share", 0 <= settings.quality.max_unknown_product_share <= 1,
+         "must be in [0, 1]"),
+        ("quality.future_tolerance_minutes", settings.quality.future_tolerance_minutes >= 0, "must be 0 or more"),
+        ("quality.max_title_length", settings.quality.max_title_length >= 1, "must be at least 1"),
         ("schedule.cron", len(settings.schedule.cron.split()) == 5, "must be a five-field cron expression"),
     ]
     for key, ok, message in checks:

@@ -1,16 +1,28 @@
 """Reading the shop's inputs: a product catalog and an event log, as CSV, Parquet or JSON Lines.
 
-Every value is parsed strictly; a value that does not parse stops the run with an `InputError` that names
-the file, the column and the row, so a person can find and fix it.
+A file that cannot be read as a table (empty, not UTF-8, broken quoting, a required column missing) stops
+the run with an `InputError` naming the file and, where there is one, the column and the row. Row by row,
+every value is parsed strictly and checked by the suites in `pipeline.quality`: a bad row is quarantined
+with the rule it broke; too many bad rows fail the input's quality check, which stops the run.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
+
+from pipeline.config import QualityConfig
+from pipeline.quality import (
+    OLDER_VERSION_RULE, QualityReport, assess, empty_quarantine, interactions_suite, products_suite,
+    quarantine_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +72,26 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Catalog:
-    """The typed, deduplicated product catalog and what ingestion did to get it."""
+    """The typed, checked, deduplicated product catalog and what ingestion did to get it."""
 
     products: pl.DataFrame
     source: Path
     rows_read: int
     duplicates_dropped: int
+    """Rows dropped as repeats of another: exact copies, and older versions (also quarantined)."""
+    report: QualityReport
 
 
 @dataclass(frozen=True)
 class EventLog:
-    """The typed interactions, restricted to known products, and what was dropped on the way."""
+    """The typed, checked interactions, restricted to known products, and what was dropped on the way."""
 
     interactions: pl.DataFrame
     source: Path
     rows_read: int
     unknown_products_dropped: int
     duplicates_dropped: int
+    report: QualityReport
 
 
 def find_input(input_dir: Path, stem: str) -> Path:
@@ -90,41 +105,68 @@ def find_input(input_dir: Path, stem: str) -> Path:
     return found[0]
 
 
-def read_catalog(input_dir: Path) -> Catalog:
-    """Read, type and deduplicate the products; the newest `updated_at` of a product id wins."""
+def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: bool = True) -> Catalog:
+    """Read, type, check and deduplicate the products: among valid rows, the newest `updated_at` of a product
+    id wins; older versions with other content are quarantined. With `strict`, a failed check raises."""
+    quality = quality or QualityConfig()
     path = find_input(input_dir, "products")
     raw = _read_as_text(path, PRODUCT_COLUMNS)
-    typed = _parse(raw, path, PRODUCT_COLUMNS)
+    typed, unparsed = _parse(raw, path, PRODUCT_COLUMNS)
+    report = assess(products_suite(quality), typed, raw, path, raw.height, quality, prior=unparsed)
+    valid = typed.join(report.quarantine.select("row"), on="row", how="anti")
+    distinct = valid.unique([c for c in PRODUCT_COLUMNS], keep="first", maintain_order=True)
     products = (
-        typed.sort("updated_at", nulls_last=False, maintain_order=True)
+        distinct.sort(["updated_at", "row"], nulls_last=False)
         .unique("product_id", keep="last", maintain_order=True)
         .sort("product_id")
     )
-    dropped = typed.height - products.height
-    if dropped:
-        log.warning("%s: %d duplicate product rows dropped (newest updated_at kept)", path, dropped)
-    return Catalog(products=products, source=path, rows_read=raw.height, duplicates_dropped=dropped)
+    older = distinct.join(products.select("row"), on="row", how="anti")
+    if older.height:
+        log.warning("%s: %d older versions of products quarantined (newest updated_at kept)", path, older.height)
+        moved = quarantine_rows(older, raw, path, OLDER_VERSION_RULE, "product_id")
+        report = dataclasses.replace(report, quarantine=pl.concat([report.quarantine, moved]).sort("row"))
+    catalog = Catalog(products=products.drop("row"), source=path, rows_read=raw.height,
+                      duplicates_dropped=valid.height - products.height, report=report)
+    if strict:
+        ensure_passed(report, path)
+    return catalog
 
 
-def read_event_log(input_dir: Path, known_products: pl.Series) -> EventLog:
-    """Read and type the interactions; drop events for unknown products and exact duplicates, counted."""
+def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityConfig | None = None,
+                   now: datetime | None = None, strict: bool = True) -> EventLog:
+    """Read, type and check the interactions; events for unknown products are quarantined and dropped (up to
+    `quality.max_unknown_product_share`), exact repeats dropped, both counted."""
+    quality = quality or QualityConfig()
     path = find_input(input_dir, "interactions")
     raw = _read_as_text(path, INTERACTION_COLUMNS)
-    typed = _parse(raw, path, INTERACTION_COLUMNS)
-    known = typed.filter(pl.col("product_id").is_in(known_products.implode()))
-    unknown = typed.height - known.height
+    typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
+    suite = interactions_suite(quality, known_products.to_list(), now or datetime.now(timezone.utc))
+    report = assess(suite, typed, raw, path, raw.height, quality, prior=unparsed)
+    known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
+    unknown = report.tolerated
     if unknown:
-        log.warning("%s: %d interactions name products not in the catalog; dropped", path, unknown)
+        log.warning("%s: %d interactions name products not in the catalog; quarantined", path, unknown)
     interactions = known.unique(maintain_order=True).sort(["timestamp", "user_id", "product_id"])
-    duplicates = known.height - interactions.height
-    if interactions.is_empty():
-        raise InputError(path, "no usable interactions (the file has none, or none name a known product)")
-    return EventLog(interactions=interactions, source=path, rows_read=raw.height,
-                    unknown_products_dropped=unknown, duplicates_dropped=duplicates)
+    events = EventLog(interactions=interactions, source=path, rows_read=raw.height,
+                      unknown_products_dropped=unknown, duplicates_dropped=known.height - interactions.height,
+                      report=report)
+    if strict:
+        ensure_passed(report, path)
+    return events
+
+
+def ensure_passed(report: QualityReport, path: Path) -> None:
+    """Raise the report's problems as an `InputError` (the message names the file, column and row)."""
+    if not report.passed:
+        first = report.problems[0]
+        more = f" (and {len(report.problems) - 1} more problem(s): see the quality report)" if report.problems[1:] else ""
+        raise InputError(path, first.text + more, column=first.column, row=first.row)
 
 
 def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFrame:
     """Read every known column as text (lists joined with '|') so parsing and its errors are ours."""
+    if path.stat().st_size == 0:
+        raise InputError(path, "the file is empty (0 bytes)")
     try:
         if path.suffix == ".csv":
             frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
@@ -132,7 +174,9 @@ def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFr
             frame = pl.read_parquet(path)
         else:
             frame = pl.read_ndjson(path, infer_schema_length=None)
-    except Exception as exc:  # polars raises several types; the person needs the file and the reason
+    except Exception as exc:  # polars raises several types; the person needs the file, the row and the reason
+        if path.suffix == ".csv":
+            raise _diagnose_csv(path) from exc
         raise InputError(path, f"cannot be read as {path.suffix[1:]}: {exc}") from exc
     if frame.is_empty() and not frame.columns:
         raise InputError(path, "the file is empty")
@@ -151,43 +195,71 @@ def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFr
             as_text.append(pl.col(column).list.join("|").alias(column))
         else:
             as_text.append(pl.col(column).cast(pl.String).alias(column))
-    return frame.select(as_text)
-
-
-def _parse(raw: pl.DataFrame, path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFrame:
-    parsed = raw.select(_parser(kind, column) for column, (kind, _) in columns.items())
     # Data rows are numbered from 1; in a CSV that is the line number minus one (the header).
-    for column, (kind, required) in columns.items():
+    return frame.select(as_text).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
+
+
+def _diagnose_csv(path: Path) -> InputError:
+    """Why a CSV did not parse, with the line and, where it can be told, the column."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8", "replace")]))
+        bad_line = data.split(b"\n")[line - 1].decode("utf-8", "replace")
+        fields = next(csv.reader([bad_line]), [])
+        column = next((header[i] for i, f in enumerate(fields) if "\ufffd" in f and i < len(header)), None)
+        return InputError(path, f"not UTF-8: byte 0x{data[exc.start]:02x} at offset {exc.start} (line {line}); "
+                          "save the file as UTF-8", column=column, row=line - 1)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] = []
+    started = 1
+    try:
+        for record in reader:
+            if not header:
+                header = record
+            elif record and len(record) != len(header):
+                return InputError(path, f"line {started} has {len(record)} fields, the header {len(header)}",
+                                  row=started - 1)
+            started = reader.line_num + 1
+    except csv.Error as exc:
+        line = text.splitlines()[started - 1] if started - 1 < len(text.splitlines()) else ""
+        quote = line.find('"')
+        column = header[line[:quote].count(",")] if 0 <= quote and line[:quote].count(",") < len(header) else None
+        return InputError(path, f"broken CSV quoting from line {started}: {exc} (a field opens a quote that "
+                          "does not close properly)", column=column, row=started - 1)
+    return InputError(path, "cannot be read as csv (the reason could not be located)")
+
+
+def _parse(raw: pl.DataFrame, path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Typed rows, and quarantine rows for values present but unparseable (those rows are left out)."""
+    parsed = raw.select("row", *(_parser(kind, column) for column, (kind, _) in columns.items()))
+    rejected = []
+    for column, (kind, _) in columns.items():
+        if kind not in _EXPECTED:
+            continue
         text = raw[column].str.strip_chars()
-        present = text.is_not_null() & (text != "")
-        if required:
-            _fail_on_first(path, column, raw, ~present, "is empty; a value is required")
-        if kind in {"number", "bool", "timestamp", "event_type"}:
-            _fail_on_first(path, column, raw, present & parsed[column].is_null(), _EXPECTED[kind])
-    return parsed
+        bad = (text.is_not_null() & (text != "") & parsed[column].is_null()).fill_null(False)
+        if bad.any():
+            rejected.append(quarantine_rows(parsed.filter(bad), raw, path, f"{column} {_EXPECTED[kind]}", column))
+    if not rejected:
+        return parsed, empty_quarantine()
+    quarantine = pl.concat(rejected).unique("row", keep="first", maintain_order=True).sort("row")
+    return parsed.join(quarantine.select("row"), on="row", how="anti"), quarantine
 
 
 _EXPECTED = {
     "number": "is not a number",
     "bool": "is not a boolean (true/false, 1/0, yes/no)",
     "timestamp": "is not a timestamp (ISO 8601, 'YYYY-MM-DD HH:MM:SS' or Unix seconds)",
-    "event_type": f"is not an event type ({', '.join(EVENT_TYPES)})",
 }
-
-
-def _fail_on_first(path: Path, column: str, raw: pl.DataFrame, bad: pl.Series, problem: str) -> None:
-    bad_rows = bad.fill_null(True).arg_true()
-    if len(bad_rows):
-        first = int(bad_rows[0])
-        value = raw[column][first]
-        raise InputError(path, f"value {value!r} {problem} ({len(bad_rows)} bad row(s) in all); "
-                         f"row: {raw.row(first, named=True)}", column=column, row=first + 1)
 
 
 def _parser(kind: str, column: str) -> pl.Expr:
     text = pl.col(column).str.strip_chars()
     if kind == "id":
-        return text.alias(column)
+        return pl.when(text != "").then(text).alias(column)
     if kind == "text":
         return pl.col(column).fill_null("").alias(column)
     if kind == "tags":
@@ -206,8 +278,7 @@ def _parser(kind: str, column: str) -> pl.Expr:
             .otherwise(None).alias(column)
         )
     if kind == "event_type":
-        lowered = text.str.to_lowercase()
-        return pl.when(lowered.is_in(list(EVENT_TYPES))).then(lowered).otherwise(None).alias(column)
+        return text.str.to_lowercase().alias(column)
     if kind == "timestamp":
         attempts = [
             text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")

@@ -78,6 +78,12 @@ HISTORY_TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# Rows the input checks set aside, appended by each run as it reads its inputs (kept when the run then fails).
+QUARANTINE_COLUMNS = {
+    "source": "VARCHAR", "row": "BIGINT", "rule": "VARCHAR", "column": "VARCHAR", "value": "VARCHAR",
+    "record": "VARCHAR", "run_id": "VARCHAR", "quarantined_at": "TIMESTAMPTZ",
+}
+
 RUNS_COLUMNS = {
     "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
     "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
@@ -136,6 +142,25 @@ def record_failed_run(path: Path, run: RunRecord) -> None:
     con = duckdb.connect(str(path))
     try:
         _insert_run(con, run)
+    finally:
+        con.close()
+
+
+def record_quarantine(path: Path, run_id: str, source: str, rows: pl.DataFrame) -> None:
+    """Replace run `run_id`'s quarantined rows of input `source` with `rows` (source, row, rule, column,
+    value, record); nothing published is touched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    try:
+        ddl = ", ".join(f'"{c}" {t}' for c, t in QUARANTINE_COLUMNS.items())
+        con.execute("BEGIN TRANSACTION")
+        con.execute(f"CREATE TABLE IF NOT EXISTS quarantine ({ddl})")
+        con.execute("DELETE FROM quarantine WHERE run_id = ? AND source = ?", [run_id, source])
+        if rows.height:
+            con.register("incoming", rows.select("source", "row", "rule", "column", "value", "record").to_arrow())
+            con.execute("INSERT INTO quarantine SELECT *, ?, now() FROM incoming", [run_id])
+            con.unregister("incoming")
+        con.execute("COMMIT")
     finally:
         con.close()
 
@@ -256,7 +281,7 @@ def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
 
 def read_table(path: Path, name: str) -> pl.DataFrame:
     """A whole published table (or `runs`), as polars."""
-    if name not in TABLES and name not in HISTORY_TABLES and name != "runs":
+    if name not in TABLES and name not in HISTORY_TABLES and name not in ("runs", "quarantine"):
         raise ValueError(f"not a warehouse table: {name}")
     con = connect_readonly(path)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipeline.config import QualityConfig
 from pipeline.ingest import InputError, read_catalog, read_event_log
 
 PRODUCTS = (
@@ -42,7 +43,8 @@ def test_catalog_is_typed_and_the_newest_duplicate_wins(inputs):
 
 
 def test_unknown_products_and_duplicate_events_are_counted_and_dropped(inputs):
-    log = read_event_log(inputs, read_catalog(inputs).products["product_id"])
+    tolerant = QualityConfig(max_unknown_product_share=0.5)
+    log = read_event_log(inputs, read_catalog(inputs).products["product_id"], tolerant)
     assert log.rows_read == 5
     assert log.unknown_products_dropped == 1
     assert log.duplicates_dropped == 1
@@ -89,7 +91,7 @@ def test_wrong_type_names_file_column_and_row(inputs, column, bad, row):
 def test_unknown_event_type_names_the_row(inputs):
     (inputs / "interactions.csv").write_text(EVENTS.replace("purchase", "wishlist"), encoding="utf-8")
     with pytest.raises(InputError, match=r"interactions\.csv, column 'event_type', row 2: value 'wishlist'"):
-        read_event_log(inputs, read_catalog(inputs).products["product_id"])
+        read_event_log(inputs, read_catalog(inputs).products["product_id"], QualityConfig(max_unknown_product_share=1))
 
 
 def test_no_usable_interactions_is_an_error(inputs):

@@ -108,7 +108,13 @@ def test_bad_input_stops_the_run_before_publishing(tiny_shop):
     ).write_csv(tiny_shop.input_dir / "interactions.csv")
     failed = materialize_all(tiny_shop.config_path, raise_on_error=False)
     assert not failed.success
-    message = failed.get_step_failure_events()[0].event_specific_data.error.to_string()
+    check = failed.get_asset_check_evaluations()[-1]
+    assert check.asset_key.to_user_string() == "interactions" and not check.passed
+    message = check.description
     assert "interactions.csv" in message and "'timestamp'" in message and "row 4" in message
     assert read_table(tiny_shop.warehouse, "recommendations").equals(before)
-    assert read_table(tiny_shop.warehouse, "runs")["status"].sort().to_list() == ["failed", "success"]
+    runs = read_table(tiny_shop.warehouse, "runs").sort("started_at")
+    assert runs["status"].to_list() == ["success", "failed"]
+    assert "row 4" in runs["error"][1]  # the failed run's record says why
+    quarantined = read_table(tiny_shop.warehouse, "quarantine").filter(pl.col("run_id") == failed.run_id)
+    assert quarantined.select("row", "column", "value").rows() == [(4, "timestamp", "yesterday-ish")]
