@@ -53,7 +53,7 @@ def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> Itera
     with reported(context) as meta:
         catalog = read_catalog(config.input_dir, config.quality, strict=False)
         meta.update(frame_metadata(catalog.products), source=str(catalog.source), rows_read=catalog.rows_read,
-                    duplicates_dropped=catalog.duplicates_dropped,
+                    duplicates_dropped=catalog.duplicates_dropped, ignored_columns=", ".join(catalog.ignored_columns),
                     categories=catalog.products["category"].n_unique(),
                     **quarantined(context, settings, catalog.report))
     yield dg.Output(catalog.products, metadata=meta)
@@ -70,7 +70,8 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
         events = log.interactions
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
                     unknown_products_dropped=log.unknown_products_dropped,
-                    duplicates_dropped=log.duplicates_dropped, users=events["user_id"].n_unique(),
+                    duplicates_dropped=log.duplicates_dropped, ignored_columns=", ".join(log.ignored_columns),
+                    users=events["user_id"].n_unique(),
                     first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()),
                     **quarantined(context, settings, log.report))
     yield dg.Output(events, metadata=meta)

@@ -80,6 +80,7 @@ class Catalog:
     duplicates_dropped: int
     """Rows dropped as repeats of another: exact copies, and older versions (also quarantined)."""
     report: QualityReport
+    ignored_columns: list[str]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class EventLog:
     unknown_products_dropped: int
     duplicates_dropped: int
     report: QualityReport
+    ignored_columns: list[str]
 
 
 def find_input(input_dir: Path, stem: str) -> Path:
@@ -110,7 +112,7 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
     id wins; older versions with other content are quarantined. With `strict`, a failed check raises."""
     quality = quality or QualityConfig()
     path = find_input(input_dir, "products")
-    raw = _read_as_text(path, PRODUCT_COLUMNS)
+    raw, ignored = _read_as_text(path, PRODUCT_COLUMNS)
     typed, unparsed = _parse(raw, path, PRODUCT_COLUMNS)
     report = assess(products_suite(quality), typed, raw, path, raw.height, quality, prior=unparsed)
     valid = typed.join(report.quarantine.select("row"), on="row", how="anti")
@@ -126,7 +128,7 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
         moved = quarantine_rows(older, raw, path, OLDER_VERSION_RULE, "product_id")
         report = dataclasses.replace(report, quarantine=pl.concat([report.quarantine, moved]).sort("row"))
     catalog = Catalog(products=products.drop("row"), source=path, rows_read=raw.height,
-                      duplicates_dropped=valid.height - products.height, report=report)
+                      duplicates_dropped=valid.height - products.height, report=report, ignored_columns=ignored)
     if strict:
         ensure_passed(report, path)
     return catalog
@@ -138,7 +140,7 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     `quality.max_unknown_product_share`), exact repeats dropped, both counted."""
     quality = quality or QualityConfig()
     path = find_input(input_dir, "interactions")
-    raw = _read_as_text(path, INTERACTION_COLUMNS)
+    raw, ignored = _read_as_text(path, INTERACTION_COLUMNS)
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
     suite = interactions_suite(quality, known_products.to_list(), now or datetime.now(timezone.utc))
     report = assess(suite, typed, raw, path, raw.height, quality, prior=unparsed)
@@ -149,7 +151,7 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     interactions = known.unique(maintain_order=True).sort(["timestamp", "user_id", "product_id"])
     events = EventLog(interactions=interactions, source=path, rows_read=raw.height,
                       unknown_products_dropped=unknown, duplicates_dropped=known.height - interactions.height,
-                      report=report)
+                      report=report, ignored_columns=ignored)
     if strict:
         ensure_passed(report, path)
     return events
@@ -163,8 +165,9 @@ def ensure_passed(report: QualityReport, path: Path) -> None:
         raise InputError(path, first.text + more, column=first.column, row=first.row)
 
 
-def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFrame:
-    """Read every known column as text (lists joined with '|') so parsing and its errors are ours."""
+def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.DataFrame, list[str]]:
+    """Read every known column as text (lists joined with '|') so parsing and its errors are ours; also the
+    names of the unknown columns, which are ignored."""
     if path.stat().st_size == 0:
         raise InputError(path, "the file is empty (0 bytes)")
     try:
@@ -196,7 +199,8 @@ def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> pl.DataFr
         else:
             as_text.append(pl.col(column).cast(pl.String).alias(column))
     # Data rows are numbered from 1; in a CSV that is the line number minus one (the header).
-    return frame.select(as_text).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
+    rows = frame.select(as_text).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
+    return rows, extra
 
 
 def _diagnose_csv(path: Path) -> InputError:
@@ -250,9 +254,9 @@ def _parse(raw: pl.DataFrame, path: Path, columns: dict[str, tuple[str, bool]]) 
 
 
 _EXPECTED = {
-    "number": "is not a number",
-    "bool": "is not a boolean (true/false, 1/0, yes/no)",
-    "timestamp": "is not a timestamp (ISO 8601, 'YYYY-MM-DD HH:MM:SS' or Unix seconds)",
+    "number": "must be a number",
+    "bool": "must be a boolean (true/false, 1/0, yes/no)",
+    "timestamp": "must be a timestamp (ISO 8601, 'YYYY-MM-DD HH:MM:SS' or Unix seconds)",
 }
 
 

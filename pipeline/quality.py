@@ -242,7 +242,7 @@ def _over_tolerance(rows: pl.DataFrame, rows_read: int, tolerance: float, source
     if share <= tolerance:
         return []
     first = rows.sort("row").row(0, named=True)
-    return [Problem(f"value {first['value']!r} breaks {first['rule']}; {rows.height} of {rows_read} rows "
+    return [Problem(f"value {first['value']!r} breaks the rule {first['rule']}; {rows.height} of {rows_read} rows "
                     f"({share:.1%}) {what}, more than the {tolerance:.1%} tolerated ({key})",
                     column=first["column"], row=first["row"])]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -203,3 +204,47 @@ def api_server(config_path: Path) -> Iterator[str]:
 def metadata_value(result: dg.ExecuteInProcessResult, asset: str, key: str):
     materialization = result.asset_materializations_for_node(asset)[0]
     return materialization.metadata[key].value
+
+
+# The fault report: bad-input and fault tests record what they saw; the table prints after the run
+# (`pytest -m faults` runs just them).
+FAULT_REPORT: list[tuple[str, str, str, int]] = []
+
+
+@pytest.fixture
+def fault_report():
+    def record(case: str, expected: str, observed: str, rows_lost: int) -> None:
+        FAULT_REPORT.append((case, expected, observed, rows_lost))
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FAULT_REPORT:
+        return
+    terminalreporter.section("fault report")
+    terminalreporter.write_line("| case | expected | observed | rows lost |")
+    terminalreporter.write_line("|---|---|---|---|")
+    for case, expected, observed, lost in FAULT_REPORT:
+        observed = re.sub(r"\S*/([\w.]+\.(csv|duckdb))", r"\1", observed).replace("\n", " ")  # no temp folders
+        terminalreporter.write_line(f"| {case} | {expected} | {observed[:200]} | {lost} |")
+
+
+def published_state(warehouse: Path) -> dict[str, tuple[int, int]]:
+    """Every published table's row count and content hash, and the snapshot the API serves: what a fault
+    must leave exactly as it was."""
+    from pipeline.warehouse import TABLES, current_snapshot
+
+    import duckdb
+
+    state: dict = {"snapshot": str(current_snapshot(warehouse))}
+    if not warehouse.exists():
+        return state
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        for table in TABLES:
+            state[table] = con.execute(f'SELECT count(*), coalesce(sum(hash(t)), 0) FROM "{table}" t').fetchone()
+    return state
+
+
+def rows_lost(before: dict, after: dict) -> int:
+    """Published rows that a fault took away or changed (0 when the state is exactly as before)."""
+    return sum(before[t][0] for t in before if t != "snapshot" and after.get(t) != before[t])
