@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.reporting import frame_metadata, reported
+from assets.reporting import fault_point, frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings, embed_products
 from pipeline.model_choice import ModelChoice
@@ -21,7 +21,8 @@ def product_embeddings(context: dg.AssetExecutionContext, settings: ShopSettings
     config = settings.get()
     with reported(context) as meta:
         embeddings = embed_products(products, config.model.embedding_model,
-                                    config.cache_dir / "embeddings.duckdb", config.model.encode_batch_size)
+                                    config.cache_dir / "embeddings.duckdb", config.model.encode_batch_size,
+                                    on_chunk=lambda: fault_point("product_embeddings/chunk"))
         meta.update({"dagster/row_count": len(embeddings.product_ids), "encoded": embeddings.encoded,
                      "from_cache": embeddings.cached, "dimensions": int(embeddings.vectors.shape[1]),
                      "model": config.model.embedding_model})

@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from assets.reporting import reported
+from assets.reporting import fault_point, reported
 from assets.resources import ShopSettings
 from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
@@ -49,7 +49,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
                             faiss_index=str(faiss_index.path), row_counts=row_counts,
                             llm_calls=explanations.llm_calls, llm_tokens=explanations.llm_tokens)
-        publish(config.warehouse_path, tables, record)
+        publish(config.warehouse_path, tables, record, on_step=lambda step: fault_point(f"warehouse/{step}"))
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
         meta.update(path=dg.MetadataValue.path(str(config.warehouse_path)), run_id=context.run_id,

@@ -1,7 +1,10 @@
 """What every asset reports to Dagster: elapsed time, row counts and a preview; and the fault-injection point.
 
-`SHOPREC_FAULT=<asset>` makes that asset fail after its work (`<asset>:kill` kills the process instead),
-so tests can show that a run failing at any stage leaves the published warehouse as it was.
+`SHOPREC_FAULT=<point>` makes the run fail at that point: `<asset>` after the asset's work,
+`product_embeddings/chunk` after the first committed chunk of embeddings, `warehouse/written` with every
+table written but not committed, `warehouse/committed` after the commit but before the served snapshot
+moves. `<point>:kill` kills the process there (SIGKILL) instead, `<point>:sleep=<s>` pauses it there. Tests
+use them to show that a run stopped anywhere leaves the published results whole.
 """
 
 from __future__ import annotations
@@ -22,14 +25,17 @@ PREVIEW_ROWS = 5
 class InjectedFault(RuntimeError):
     """Raised where SHOPREC_FAULT asks an asset to fail."""
 
-def fault_point(asset_name: str) -> None:
+def fault_point(name: str) -> None:
     wanted = os.environ.get(FAULT_ENV, "")
     target, _, action = wanted.partition(":")
-    if target != asset_name:
+    if target != name:
         return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
-    raise InjectedFault(f"fault injected at {asset_name} ({FAULT_ENV}={wanted})")
+    if action.startswith("sleep="):
+        time.sleep(float(action.removeprefix("sleep=")))
+        return
+    raise InjectedFault(f"fault injected at {name} ({FAULT_ENV}={wanted})")
 
 
 class Stopwatch:

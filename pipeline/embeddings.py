@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import numpy as np
@@ -105,8 +106,9 @@ class EmbeddingCache:
 
 
 def embed_products(products: pl.DataFrame, model_name: str, cache_path: Path, batch_size: int = 64,
-                   progress: bool = True) -> ProductEmbeddings:
-    """Embed every product, encoding only texts the cache has not seen for this model."""
+                   progress: bool = True, on_chunk: Callable[[], None] | None = None) -> ProductEmbeddings:
+    """Embed every product, encoding only texts the cache has not seen for this model. `on_chunk` is called
+    after each chunk is committed to the cache."""
     texts = product_text(products).to_list()
     hashes = [text_hash(model_name, t) for t in texts]
     cache = EmbeddingCache(cache_path)
@@ -126,6 +128,8 @@ def embed_products(products: pl.DataFrame, model_name: str, cache_path: Path, ba
                 cache.store([hashes[i] for i in rows], model_name, vectors)
                 known.update(zip((hashes[i] for i in rows), vectors))
                 bar.update(len(rows))
+                if on_chunk:
+                    on_chunk()
             bar.close()
         log.info("embeddings: %d encoded, %d from cache", len(todo), len(hashes) - len(todo))
     finally:

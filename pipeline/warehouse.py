@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 import polars as pl
@@ -109,9 +110,15 @@ class RunRecord:
     llm_tokens: int | None = None
 
 
-def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None:
+class PublishError(RuntimeError):
+    """Publishing failed; the message says what, and what readers still see."""
+
+
+def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord,
+            on_step: Callable[[str], None] | None = None) -> None:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
-    `run` to `runs`, all in one transaction."""
+    `run` to `runs`, all in one transaction; then move the served snapshot to it. `on_step` is called with
+    "written" (all written, not committed) and "committed" (committed, snapshot not yet moved)."""
     unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
@@ -122,17 +129,30 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord) -> None
         for name, frame in tables.items():
             _write_table(con, name, frame, run)
         _insert_run(con, run)
+        if on_step:
+            on_step("written")
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
-    except BaseException:
+    except BaseException as exc:
         try:
             con.execute("ROLLBACK")
         except duckdb.Error:
             pass  # nothing was begun, or the transaction is already gone
+        if isinstance(exc, (duckdb.IOException, OSError)) or "could not write" in str(exc).lower():
+            raise PublishError(f"could not write the warehouse {path}: {exc}. The disk may be full (or a file "
+                               "size limit reached). Nothing of this run was published: the previous run's "
+                               "results are unchanged and still served.") from exc
         raise
     finally:
         con.close()
-    publish_snapshot(path, run.run_id)
+    if on_step:
+        on_step("committed")
+    try:
+        publish_snapshot(path, run.run_id)
+    except OSError as exc:
+        raise PublishError(f"run {run.run_id} is committed to {path}, but its snapshot for the API could not be "
+                           f"written ({exc}; is the disk full?). The API keeps serving the previous run; the "
+                           "next successful run publishes a new snapshot.") from exc
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
 
 
@@ -215,7 +235,11 @@ def publish_snapshot(warehouse: Path, run_id: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"warehouse-{run_id}.duckdb"
     partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(warehouse, partial)
+    try:
+        shutil.copyfile(warehouse, partial)
+    except OSError:
+        partial.unlink(missing_ok=True)  # never leave half a copy behind
+        raise
     os.replace(partial, target)
     pointer = folder / (POINTER + ".partial")
     pointer.write_text(target.name, encoding="utf-8")

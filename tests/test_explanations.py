@@ -210,7 +210,8 @@ def test_nightly_run_publishes_llm_explanations_and_reruns_make_no_calls(tiny_sh
         assert sorted(read_table(tiny_shop.warehouse, "runs")["llm_calls"].to_list()) == [0, first]
 
 
-def test_endpoint_down_for_the_whole_run_still_publishes_labelled_template_text(tiny_shop):
+@pytest.mark.faults
+def test_endpoint_down_for_the_whole_run_still_publishes_labelled_template_text(tiny_shop, fault_report):
     config = json.loads(tiny_shop.config_path.read_text())
     config["explanations"] = {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0, "timeout_seconds": 2}
     tiny_shop.config_path.write_text(json.dumps(config))
@@ -219,7 +220,8 @@ def test_endpoint_down_for_the_whole_run_still_publishes_labelled_template_text(
     assert (explanations["provider"] == "template").all()
     reasons = set(explanations.filter(pl.col("rank") <= 3)["fallback_reason"])
     assert reasons <= {"endpoint error: APIConnectionError", "circuit breaker open: the endpoint kept failing"}
-
+    fault_report("the LLM endpoint down for the whole run", "run completes with template text, labelled",
+                 f"published; {explanations.height} cards by the template, fallback reasons: {sorted(reasons)}", 0)
 
 
 def test_endpoint_comes_from_config_or_the_usual_environment_variables():
