@@ -185,3 +185,32 @@ def test_two_runs_at_once_never_interleave(shop, tmp_path, fault_report):
     assert len(runs) == 1 and served_run(shop) in runs  # the first run's results, whole
     fault_report("two runs started at once", "the second refuses clearly (lock); never interleave",
                  "second run refused: 'another run is writing … refuses to start'; first published whole", 0)
+
+
+def test_killed_while_the_llm_writes_keeps_every_finished_text(tmp_path, fault_report):
+    from bench.openai_server import FakeOpenAI
+
+    shop = write_tiny_shop(tmp_path)
+    with FakeOpenAI(latency=0.3) as server:
+        config = json.loads(shop.config_path.read_text())
+        config["explanations"] = {"base_url": server.base_url, "model": "test-model", "llm_top_ranks": 5,
+                                  "concurrency": 1}
+        shop.config_path.write_text(json.dumps(config))
+        writing = run_cli(shop, tmp_path / "dagster", wait=False)
+        deadline = time.time() + 240
+        while server.count < 5:
+            assert writing.poll() is None and time.time() < deadline, "the run never reached the LLM"
+            time.sleep(0.05)
+        writing.send_signal(signal.SIGKILL)
+        writing.wait(timeout=30)
+        cached = server.count - 1  # the call in flight when the process died may not have been stored
+        result = materialize_all(shop.config_path)
+        assert result.success
+        from_cache = metadata_value(result, "explanations", "cache_hits")
+        wanted = metadata_value(result, "explanations", "written_by_llm") + from_cache
+        made_again = metadata_value(result, "explanations", "llm_calls")
+        assert from_cache >= cached > 0
+        assert made_again <= wanted - cached  # only the texts the killed run had not finished
+    fault_report("SIGKILL while the LLM writes explanations", "finished texts kept; rerun calls only for the rest",
+                 f"killed after {server.count - made_again} replies; the rerun took {from_cache} of {wanted} LLM "
+                 f"cards from the cache (cards with equal facts share a reply) and called for {made_again}", 0)
