@@ -231,6 +231,10 @@ def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | 
                                 "quality.max_quarantine_share")
     problems += _over_tolerance(dropped, rows_read, config.max_unknown_product_share, source,
                                 "name products not in the catalog", "quality.max_unknown_product_share")
+    if prior is not None and prior.height:  # values that did not parse: listed like the suite's rules
+        outcomes = [Outcome(rule=rule, column=column, passed=False, observed=f"{group.height} of {rows_read} rows",
+                            examples=[str(v) for v in group["value"].head(EXAMPLES)], rows=group["row"].to_list())
+                    for (rule, column), group in prior.group_by(["rule", "column"], maintain_order=True)] + outcomes
     return QualityReport(suite=suite.name, source=source, rows=rows_read, outcomes=outcomes,
                          quarantine=quarantine, counted=counted.height, tolerated=dropped.height,
                          tolerance=config.max_quarantine_share, problems=problems)

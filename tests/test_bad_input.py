@@ -162,6 +162,9 @@ def test_a_wrong_type_within_the_tolerance_is_quarantined_and_the_run_goes_on(me
     assert rows.select("row", "value", "rule").rows() == [(27, "cheap", "price must be a number")]
     assert json.loads(rows["record"][0])["title"] == "Mystery Kettle"
     assert "K09" not in read_table(published.warehouse, "products")["product_id"].to_list()
+    check, = [c for c in messy.get_asset_check_evaluations() if c.asset_key.to_user_string() == "products"]
+    shown = check.metadata["expectations"].value  # what the Dagster UI shows for the check
+    assert check.passed and "| `price must be a number` | **no** | 1 of 27 rows | cheap |" in shown
     fault_report("wrong types within the tolerance", "row quarantined, run goes on",
                  "row 27 quarantined: price must be a number; published", 0)
 
