@@ -83,7 +83,8 @@ class QualityReport:
         if self.problems:
             return f"{self.source}: " + "; ".join(map(str, self.problems))
         kept = f", {self.quarantine.height} row(s) quarantined" if self.quarantine.height else ""
-        return f"{self.suite}: {len(self.outcomes)} expectations met on {self.rows} rows{kept}"
+        held = sum(o.passed for o in self.outcomes)
+        return f"{self.suite}: {held} of {len(self.outcomes)} rules held on all {self.rows} rows{kept}"
 
     def outcomes_table(self) -> str:
         """Markdown, one line per expectation, for the Dagster UI."""
@@ -99,16 +100,14 @@ class Suite:
 
     def __init__(self, name: str):
         self.name = name
-        self.expectations: list[tuple[Any, str]] = []
-
-        self.meanings: dict[int, str] = {}
+        self.expectations: list[tuple[Any, str, str]] = []
+        """(expectation, effect, meaning)"""
 
     def add(self, expectation: Any, effect: str = "quarantine", meaning: str = "") -> "Suite":
         """`effect`: "quarantine" (rows set aside, counted against the tolerance), "drop" (set aside, not
         counted: a tolerated kind of row with its own limit), or "table" (a property of the whole data,
         with `meaning` saying in words what its failure means)."""
-        self.expectations.append((expectation, effect))
-        self.meanings[len(self.expectations) - 1] = meaning
+        self.expectations.append((expectation, effect, meaning))
         return self
 
 
@@ -179,7 +178,7 @@ def validate(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str
     source = context.data_sources.add_or_update_pandas(f"shoprec_{suite.name}")
     batch_definition = source.add_dataframe_asset(suite.name).add_batch_definition_whole_dataframe("all")
     expectations = gx.ExpectationSuite(name=suite.name)
-    for index, (expectation, _) in enumerate(suite.expectations):
+    for index, (expectation, _, _) in enumerate(suite.expectations):
         expectation.meta = {**(expectation.meta or {}), "shoprec_index": index}  # to find it in the results
         expectations.add_expectation(expectation)
     data = frame.drop([c for c, t in frame.schema.items() if isinstance(t, pl.List)]).to_pandas()
@@ -200,7 +199,7 @@ def validate(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str
         observed = (f"{count} of {details.get('element_count', frame.height)} rows"
                     if count is not None else str(details.get("observed_value")))
         index = config.meta["shoprec_index"]
-        effects[_rule_name(config)] = (suite.expectations[index][1], suite.meanings[index])
+        effects[_rule_name(config)] = suite.expectations[index][1:]
         outcomes.append(Outcome(rule=_rule_name(config), column=config.kwargs.get("column"),
                                 passed=bool(item.success), observed=observed,
                                 examples=[str(v) for v in (details.get("partial_unexpected_list") or [])][:EXAMPLES],

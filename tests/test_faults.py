@@ -99,7 +99,7 @@ def test_killed_at_every_stage_then_rerun_publishes_one_whole_run_and_only_redoe
             observed = "published results and served snapshot exactly as before"
         if stage == "product_embeddings/chunk":
             assert cached_embeddings(shop) == cached + 8  # the first chunk's work is kept
-            observed += f"; embedding cache kept the finished chunk (+8 of 10)"
+            observed += "; embedding cache kept the finished chunk (+8 of 10)"
         if stage == "product_embeddings":
             assert cached_embeddings(shop) == cached + 10
         fault_report(f"SIGKILL at {stage}", "old or new results, never a mix; caches keep finished work",
