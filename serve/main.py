@@ -6,9 +6,9 @@ It also serves the built dashboard (dashboard/dist) at /, so one process shows e
 
 import hmac
 import json
+import pathlib
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
@@ -29,7 +29,7 @@ DASHBOARD_BUILD = PROJECT_ROOT / "dashboard" / "dist"
 EXAMPLE_USERS = 6
 
 
-def create_app(settings: Settings | None = None, dashboard: Path = DASHBOARD_BUILD) -> FastAPI:
+def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHBOARD_BUILD) -> FastAPI:
     settings = settings or load_settings()
     store = SnapshotStore(settings.warehouse_path)
     max_k = settings.api.max_k
