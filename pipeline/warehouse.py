@@ -252,6 +252,17 @@ def publish_snapshot(warehouse: Path, run_id: str) -> Path:
     return target
 
 
+def catch_up_snapshot(warehouse: Path) -> Path | None:
+    """Point the served snapshot at the warehouse's newest successful run if it is not already (a run killed
+    between its commit and its snapshot leaves it behind). Returns the new snapshot, or None if none was due."""
+    run = latest_run(warehouse)
+    served = current_snapshot(warehouse)
+    if run is None or (served is not None and served.name == f"warehouse-{run['run_id']}.duckdb"):
+        return None
+    log.warning("the served snapshot was behind the warehouse; now serving run %s", run["run_id"])
+    return publish_snapshot(warehouse, run["run_id"])
+
+
 def current_snapshot(warehouse: Path) -> Path | None:
     """The snapshot `CURRENT` points at, or None before the first publish."""
     pointer = warehouse.parent / SNAPSHOTS / POINTER

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from unittest import mock
 
 import duckdb
 import polars as pl
@@ -104,6 +105,13 @@ def test_killed_at_every_stage_then_rerun_publishes_one_whole_run_and_only_redoe
             assert cached_embeddings(shop) == cached + 10
         fault_report(f"SIGKILL at {stage}", "old or new results, never a mix; caches keep finished work",
                      observed, lost)
+
+    committed, = published_runs(shop)
+    with mock.patch.dict(os.environ, {"SHOPREC_FAULT": "products"}):  # the next night fails at once, yet ...
+        assert not materialize_all(shop.config_path, raise_on_error=False).success
+    assert served_run(shop) == committed  # ... the API has caught up with the run committed before the kill
+    fault_report("next run after a kill between commit and snapshot", "the API catches up with the committed run",
+                 "snapshot moved to the committed run at the next run's start", 0)
 
     result = materialize_all(shop.config_path)  # the run after the crashes
     assert result.success
