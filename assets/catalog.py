@@ -10,35 +10,16 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
-from assets.reporting import frame_metadata, reported
+from assets.reporting import check_result, frame_metadata, quality_check, reported
 from assets.resources import ShopSettings
 from pipeline.ingest import read_catalog, read_event_log
+from pipeline.config import Settings
 from pipeline.quality import QualityReport
 from pipeline.warehouse import record_quarantine
 
-QUALITY_CHECK = "quality"
-
-
-def quality_check(asset: str) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(QUALITY_CHECK, asset=asset, blocking=True,
-                             description="the input's expectation suite; rows breaking a row rule are "
-                                         "quarantined, too many fail it")
-
-
-def check_result(report: QualityReport) -> dg.AssetCheckResult:
-    """The suite's outcome as the Dagster UI shows it: each expectation, observed value, failing examples."""
-    return dg.AssetCheckResult(
-        check_name=QUALITY_CHECK, passed=report.passed, description=report.summary()[:1000],
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"expectations": dg.MetadataValue.md(report.outcomes_table()),
-                  "rows": report.rows, "quarantined": report.quarantine.height,
-                  "quarantined_share": round(report.share, 6), "tolerated_share": report.tolerance,
-                  "unknown_products": report.tolerated})
-
-
-def quarantined(context: dg.AssetExecutionContext, settings: ShopSettings, report: QualityReport) -> dict:
+def quarantined(context: dg.AssetExecutionContext, config: Settings, report: QualityReport) -> dict:
     """Write the report's quarantined rows to the warehouse (now, so they stay even if the run stops)."""
-    record_quarantine(settings.get().warehouse_path, context.run_id, str(report.source), report.quarantine)
+    record_quarantine(config.warehouse_path, context.run_id, str(report.source), report.quarantine)
     if report.quarantine.height:
         context.log.warning(f"{report.source}: {report.quarantine.height} row(s) quarantined; see the "
                             f"warehouse's quarantine table (run_id = '{context.run_id}')")
@@ -55,7 +36,7 @@ def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> Itera
         meta.update(frame_metadata(catalog.products), source=str(catalog.source), rows_read=catalog.rows_read,
                     duplicates_dropped=catalog.duplicates_dropped, ignored_columns=", ".join(catalog.ignored_columns),
                     categories=catalog.products["category"].n_unique(),
-                    **quarantined(context, settings, catalog.report))
+                    **quarantined(context, config, catalog.report))
     yield dg.Output(catalog.products, metadata=meta)
     yield check_result(catalog.report)
 
@@ -73,6 +54,6 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
                     duplicates_dropped=log.duplicates_dropped, ignored_columns=", ".join(log.ignored_columns),
                     users=events["user_id"].n_unique(),
                     first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()),
-                    **quarantined(context, settings, log.report))
+                    **quarantined(context, config, log.report))
     yield dg.Output(events, metadata=meta)
     yield check_result(log.report)

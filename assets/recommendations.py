@@ -5,8 +5,7 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
-from assets.catalog import check_result, quality_check
-from assets.reporting import frame_metadata, reported
+from assets.reporting import check_result, frame_metadata, quality_check, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings

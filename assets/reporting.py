@@ -1,4 +1,5 @@
-"""What every asset reports to Dagster: elapsed time, row counts and a preview; and the fault-injection point.
+"""What every asset reports to Dagster: elapsed time, row counts and a preview, and the result of a
+`pipeline.quality` suite as a blocking asset check; and the fault-injection point.
 
 `SHOPREC_FAULT=<point>` makes the run fail at that point: `<asset>` after the asset's work,
 `product_embeddings/chunk` after the first committed chunk of embeddings, `warehouse/written` with every
@@ -17,6 +18,8 @@ from typing import Any, Iterator
 
 import dagster as dg
 import polars as pl
+
+from pipeline.quality import QualityReport
 
 FAULT_ENV = "SHOPREC_FAULT"
 PREVIEW_ROWS = 5
@@ -81,3 +84,25 @@ def reported(context: dg.AssetExecutionContext) -> Iterator[dict[str, Any]]:
 
 def frame_metadata(frame: pl.DataFrame) -> dict[str, Any]:
     return {"dagster/row_count": frame.height, "preview": preview(frame)}
+
+
+QUALITY_CHECK = "quality"
+
+
+def quality_check(asset: str) -> dg.AssetCheckSpec:
+    """The blocking check an asset declares for its expectation suite (evaluated in the asset's own step)."""
+    return dg.AssetCheckSpec(QUALITY_CHECK, asset=asset, blocking=True,
+                             description="the asset's expectation suite (pipeline/quality.py): on an input, rows "
+                                         "breaking a row rule are quarantined and too many fail it; on the lists, "
+                                         "any break fails it")
+
+
+def check_result(report: QualityReport) -> dg.AssetCheckResult:
+    """The suite's outcome as the Dagster UI shows it: each expectation, observed value, failing examples."""
+    return dg.AssetCheckResult(
+        check_name=QUALITY_CHECK, passed=report.passed, description=report.summary()[:1000],
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={"expectations": dg.MetadataValue.md(report.outcomes_table()),
+                  "rows": report.rows, "quarantined": report.quarantine.height,
+                  "quarantined_share": round(report.share, 6), "tolerated_share": report.tolerance,
+                  "unknown_products": report.tolerated})

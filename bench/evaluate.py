@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / "bench" / "datasets.json"
 
 
-def model_rows(result: EvaluationResult, protocol: str) -> list[tuple[str, str, float | None]]:
+def model_rows(result: EvaluationResult) -> list[tuple[str, str, float | None]]:
     """(label, model, alpha) of each row of the table, in reading order."""
     return [
         ("popularity", "popularity", None),
@@ -46,7 +46,7 @@ def table(result: EvaluationResult, protocol: str) -> str:
                                  & (pl.col("k") == 10) & (pl.col("segment") == "all"))
     header = ["model"] + [f"{m}@10" for m in METRICS] + [f"sampled {m}@10" for m in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, model, alpha in model_rows(result, protocol):
+    for label, model, alpha in model_rows(result):
         rows = test.filter((pl.col("model") == model)
                            & (pl.col("alpha").is_null() if alpha is None else pl.col("alpha") == alpha))
         cells = [label]

@@ -31,16 +31,16 @@ class Dataset:
     protocols: tuple[str, ...]
 
 
-def load_dataset(name: str, registry: Path, base_dir: Path | None = None) -> Dataset:
-    """Load dataset `name` as described in the JSON `registry`; relative folders resolve against `base_dir`
-    (default: the registry's folder)."""
+def load_dataset(name: str, registry: Path) -> Dataset:
+    """Load dataset `name` as described in the JSON `registry`; relative folders resolve against the
+    registry's folder."""
     specs = json.loads(registry.read_text(encoding="utf-8"))
     if name not in specs:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(specs))}")
     spec = specs[name]
     folder = Path(spec["folder"])
     if not folder.is_absolute():
-        folder = (base_dir or registry.parent) / folder
+        folder = registry.parent / folder
     if not folder.is_dir():
         raise FileNotFoundError(f"dataset {name!r}: folder {folder} does not exist")
     products = _catalog(folder, spec["catalog"])

@@ -119,8 +119,10 @@ def normalize(text: str) -> str:
 def build_facts(recommendations: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
                 cooccurrence: pl.DataFrame) -> list[Facts]:
     """The facts of every recommendation row (user_id, rank, product_id, scores, evidence_product_ids)."""
-    catalog = {row["product_id"]: row for row in products.select(
-        "product_id", "title", "category", "attributes", "description").iter_rows(named=True)}
+    catalog = {row["product_id"]: {**row, "title": clean(row["title"]),
+                                   "description": clean(row["description"])[:DESCRIPTION_EXCERPT]}
+               for row in products.select("product_id", "title", "category", "attributes", "description")
+               .iter_rows(named=True)}  # cleaned once per product, not once per card
     strongest = (
         interactions.with_columns(strength=pl.col("event_type").replace_strict(
             {"purchase": 3, "cart": 2, "rating": 2, "view": 1}, default=0, return_dtype=pl.Int8))
@@ -142,7 +144,7 @@ _VERBS = {3: "bought", 2: "added to your cart", 1: "viewed"}
 def _facts_for(row: dict, product: dict, evidence: list[dict], how: dict, co_counts: dict) -> Facts:
     user = row["user_id"]
     history = [{
-        "product_id": item["product_id"], "title": clean(item["title"]), "category": item["category"],
+        "product_id": item["product_id"], "title": item["title"], "category": item["category"],
         "attributes": list(item["attributes"]), "you": _VERBS.get(how.get((user, item["product_id"]), 1), "viewed"),
     } for item in evidence]
     shared_attributes = []
@@ -157,8 +159,8 @@ def _facts_for(row: dict, product: dict, evidence: list[dict], how: dict, co_cou
     ]
     scores = {"content": round(float(row["content_score"]), 2), "behavior": round(float(row["behavior_score"]), 2)}
     document_product = {
-        "title": clean(product["title"]), "category": product["category"],
-        "attributes": list(product["attributes"]), "description": clean(product["description"])[:DESCRIPTION_EXCERPT],
+        "title": product["title"], "category": product["category"],
+        "attributes": list(product["attributes"]), "description": product["description"],
     }
     factors = reasoning_factors(shared_attributes, shared_categories, co_engagement, history, product)
     facts = Facts(user_id=user, rank=int(row["rank"]), product={"product_id": product["product_id"], **document_product},
@@ -289,7 +291,7 @@ _WHY_POPULAR = [
 ]
 
 
-def template_explanation(facts: Facts, model: str = "template") -> Explanation:
+def template_explanation(facts: Facts) -> Explanation:
     """Fluent, varied text from the facts alone; the variant is picked by the facts' digest, so the same
     facts always read the same and neighbouring cards read differently."""
     pick = int(facts.digest[:8] or "0", 16)
@@ -316,7 +318,7 @@ def template_explanation(facts: Facts, model: str = "template") -> Explanation:
         sentences.append(_WHY_POPULAR[0].format(category=product["category"]))
     return Explanation(user_id=facts.user_id, rank=facts.rank, product_id=product["product_id"], blurb=blurb,
                        explanation=" ".join(sentences), reasoning_factors=facts.factors[:3], provider="template",
-                       model=model, prompt_version=PROMPT_VERSION, facts_digest=facts.digest)
+                       model="template", prompt_version=PROMPT_VERSION, facts_digest=facts.digest)
 
 
 def _first_sentence(text: str) -> str:

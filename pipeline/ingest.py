@@ -114,9 +114,9 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
     path = find_input(input_dir, "products")
     raw, ignored = _read_as_text(path, PRODUCT_COLUMNS)
     typed, unparsed = _parse(raw, path, PRODUCT_COLUMNS)
-    report = assess(products_suite(quality), typed, raw, path, raw.height, quality, prior=unparsed)
+    report = assess(products_suite(quality), typed, raw, path, quality, prior=unparsed)
     valid = typed.join(report.quarantine.select("row"), on="row", how="anti")
-    distinct = valid.unique([c for c in PRODUCT_COLUMNS], keep="first", maintain_order=True)
+    distinct = valid.unique(list(PRODUCT_COLUMNS), keep="first", maintain_order=True)
     products = (
         distinct.sort(["updated_at", "row"], nulls_last=False)
         .unique("product_id", keep="last", maintain_order=True)
@@ -143,7 +143,7 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     raw, ignored = _read_as_text(path, INTERACTION_COLUMNS)
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
     suite = interactions_suite(quality, known_products.to_list(), now or datetime.now(timezone.utc))
-    report = assess(suite, typed, raw, path, raw.height, quality, prior=unparsed)
+    report = assess(suite, typed, raw, path, quality, prior=unparsed)
     known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
     unknown = report.tolerated
     if unknown:
@@ -228,7 +228,8 @@ def _diagnose_csv(path: Path) -> InputError:
                                   row=started - 1)
             started = reader.line_num + 1
     except csv.Error as exc:
-        line = text.splitlines()[started - 1] if started - 1 < len(text.splitlines()) else ""
+        lines = text.splitlines()
+        line = lines[started - 1] if started - 1 < len(lines) else ""
         quote = line.find('"')
         column = header[line[:quote].count(",")] if 0 <= quote and line[:quote].count(",") < len(header) else None
         return InputError(path, f"broken CSV quoting from line {started}: {exc} (a field opens a quote that "

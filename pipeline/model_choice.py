@@ -52,7 +52,7 @@ def choose_model(result: EvaluationResult, configured_alpha: float | str) -> Mod
                        info=info, sweep=sweep)
 
 
-def sweep_plot(choice: ModelChoice, title: str = "Alpha sweep") -> bytes:
+def sweep_plot(choice: ModelChoice) -> bytes:
     """PNG: NDCG@10 and Hit@10 against alpha on validation (solid) and test (dashed), 95% bands."""
     import matplotlib
 
@@ -73,7 +73,7 @@ def sweep_plot(choice: ModelChoice, title: str = "Alpha sweep") -> bytes:
         ax.set_title(f"{label} ({choice.info['protocol']} split)")
         if ax.get_lines()[1:]:
             ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"{title}: alpha = {choice.alpha:g} ({choice.source})", fontsize=10)
+    fig.suptitle(f"Alpha sweep: alpha = {choice.alpha:g} ({choice.source})", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

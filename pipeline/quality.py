@@ -207,12 +207,13 @@ def validate(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str
     return outcomes, effects
 
 
-def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | str, rows_read: int,
-           config: QualityConfig, prior: pl.DataFrame | None = None) -> QualityReport:
+def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | str, config: QualityConfig,
+           prior: pl.DataFrame | None = None) -> QualityReport:
     """Validate `frame`, quarantine the rows it flags (after `prior`: rows already set aside, such as values
     that did not parse), and decide. The data may go on when every table-level expectation holds and the
     quarantined share is within `quality.max_quarantine_share` (rows of "drop" rules, such as events for
     unknown products, within `quality.max_unknown_product_share` instead)."""
+    rows_read = raw.height
     outcomes, effects = validate(frame, suite)
     parts = [prior] if prior is not None else []
     problems = []
@@ -226,9 +227,9 @@ def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | 
     quarantine = _first_rule_per_row(pl.concat(parts)) if parts else empty_quarantine()
     dropped = quarantine.filter(pl.col("rule").is_in([r for r, (e, _) in effects.items() if e == "drop"]))
     counted = quarantine.join(dropped, on=["source", "row"], how="anti")
-    problems += _over_tolerance(counted, rows_read, config.max_quarantine_share, source, "break row rules",
+    problems += _over_tolerance(counted, rows_read, config.max_quarantine_share, "break row rules",
                                 "quality.max_quarantine_share")
-    problems += _over_tolerance(dropped, rows_read, config.max_unknown_product_share, source,
+    problems += _over_tolerance(dropped, rows_read, config.max_unknown_product_share,
                                 "name products not in the catalog", "quality.max_unknown_product_share")
     if prior is not None and prior.height:  # values that did not parse: listed like the suite's rules
         outcomes = [Outcome(rule=rule, column=column, passed=False, observed=f"{group.height} of {rows_read} rows",
@@ -239,8 +240,7 @@ def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | 
                          tolerance=config.max_quarantine_share, problems=problems)
 
 
-def _over_tolerance(rows: pl.DataFrame, rows_read: int, tolerance: float, source: Path | str, what: str,
-                    key: str) -> list[Problem]:
+def _over_tolerance(rows: pl.DataFrame, rows_read: int, tolerance: float, what: str, key: str) -> list[Problem]:
     share = rows.height / rows_read if rows_read else 0.0
     if share <= tolerance:
         return []

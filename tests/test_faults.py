@@ -117,12 +117,12 @@ def test_killed_at_every_stage_then_rerun_publishes_one_whole_run_and_only_redoe
     assert result.success
     assert metadata_value(result, "product_embeddings", "encoded") == 0  # killed runs already did it
     assert published_runs(shop) == {result.run_id} and served_run(shop) == result.run_id
-    assert not RunLockIsHeld(shop)
+    assert not lock_is_held(shop)
     fault_report("rerun after the kills", "completes, redoes only missing work",
                  "published whole; 0 products re-encoded (all 10 cached by the killed runs)", 0)
 
 
-def RunLockIsHeld(shop) -> bool:  # noqa: N802 (reads as the condition it tests)
+def lock_is_held(shop) -> bool:
     lock = RunLock(shop.warehouse)
     try:
         lock.acquire("probe")
@@ -176,14 +176,12 @@ def test_two_runs_at_once_never_interleave(shop, tmp_path, fault_report):
     first = run_cli(shop, tmp_path / "dagster", fault="recommendations:sleep=12", wait=False)
     try:
         deadline = time.time() + 120
-        while not RunLockIsHeld(shop):
+        while not lock_is_held(shop):
             assert first.poll() is None and time.time() < deadline, "the first run never took the lock"
             time.sleep(0.2)
         second = materialize_all(shop.config_path, raise_on_error=False)
         assert not second.success
-        failure = [e for e in second.all_events if e.event_type_value == "RUN_FAILURE"] or second.all_events
-        refused = " ".join(str(e.message) for e in second.all_events if "another run" in str(e.message)) or \
-            json.dumps([str(e.event_specific_data) for e in failure])
+        refused = " ".join(str(e.event_specific_data) for e in second.all_events)  # the error rides in the data
         assert "another run is writing" in refused and "refuses to start" in refused
         assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
     finally:

@@ -15,7 +15,7 @@ export function App() {
       <main id="main" tabIndex={-1} className="mx-auto max-w-7xl px-4 py-6 outline-none">
         {route.page === "home" && <HomePage />}
         {route.page === "user" && <UserPage key={route.userId} userId={route.userId} />}
-        {route.page === "product" && <ProductPage productId={route.productId} />}
+        {route.page === "product" && <ProductPage key={route.productId} productId={route.productId} />}
         {route.page === "model" && <ModelPage />}
       </main>
     </>

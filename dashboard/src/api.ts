@@ -174,12 +174,12 @@ export function createApi(baseUrl: string, apiKey: string, fetcher: typeof fetch
     }
   }
 
-  const user = (id: string) => encodeURIComponent(id);
+  const segment = encodeURIComponent;
   return {
     recommendations: (userId, k, signal) => get("/recommend_for_me", { user_id: userId, k }, signal),
-    history: (userId, signal) => get(`/users/${user(userId)}/history`, {}, signal),
-    product: (productId, signal) => get(`/products/${user(productId)}`, {}, signal),
-    similar: (productId, k, signal) => get(`/products/${user(productId)}/similar`, { k }, signal),
+    history: (userId, signal) => get(`/users/${segment(userId)}/history`, {}, signal),
+    product: (productId, signal) => get(`/products/${segment(productId)}`, {}, signal),
+    similar: (productId, k, signal) => get(`/products/${segment(productId)}/similar`, { k }, signal),
     model: (signal) => get("/model", {}, signal),
     latestRun: (signal) => get("/runs/latest", {}, signal),
     settings: (signal) => get("/frontend", {}, signal),

@@ -26,10 +26,6 @@ export function score(value: number | null, digits = 3): string {
   return value === null ? "–" : value.toFixed(digits);
 }
 
-export function percent(value: number | null | undefined, digits = 1): string {
-  return value === null || value === undefined ? "–" : `${(value * 100).toFixed(digits)}%`;
-}
-
 export function shortRun(runId: string): string {
   return runId.slice(0, 8);
 }

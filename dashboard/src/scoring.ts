@@ -9,7 +9,6 @@ export interface ScoreParts {
   behaviorPart: number;
   /** (1 - alpha) * content_score */
   contentPart: number;
-  total: number;
 }
 
 /** The parts of a personalised card's score, or null for cards without one (the popular fallback). */
@@ -23,6 +22,5 @@ export function scoreParts(card: Recommendation, alpha: number | null): ScorePar
     content: card.content_score,
     behaviorPart,
     contentPart,
-    total: card.score,
   };
 }

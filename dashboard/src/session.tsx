@@ -1,6 +1,6 @@
 // What every page shares: the API client (with the key from the header), a refresh counter the Refresh
 // button bumps, and the API's dashboard settings.
-import { createContext, useContext, useMemo, useState, type ReactNode } from "react";
+import { createContext, useContext, useMemo, useRef, useState, type ReactNode } from "react";
 import { createApi, type Api, type FrontendSettings } from "./api";
 import { useResource, type Resource } from "./resource";
 
@@ -27,6 +27,9 @@ export function SessionProvider({ children, api: given }: { children: ReactNode;
   const [refreshes, setRefreshes] = useState(0);
   const api = useMemo(() => given ?? createApi(API_BASE, apiKey), [given, apiKey]);
   const settingsResource = useResource((signal) => api.settings(signal), [api, refreshes]);
+  // The last settings the API gave: a refresh reloads them without falling back to the defaults meanwhile.
+  const settings = useRef(DEFAULT_SETTINGS);
+  if (settingsResource.state === "ready") settings.current = settingsResource.data;
   const session: Session = {
     api,
     apiKey,
@@ -40,7 +43,7 @@ export function SessionProvider({ children, api: given }: { children: ReactNode;
     },
     refreshes,
     refresh: () => setRefreshes((n) => n + 1),
-    settings: settingsResource.state === "ready" ? settingsResource.data : DEFAULT_SETTINGS,
+    settings: settings.current,
     settingsResource,
   };
   return <SessionContext.Provider value={session}>{children}</SessionContext.Provider>;

@@ -11,10 +11,12 @@ const EVENT_STYLES: Record<string, string> = {
 };
 
 /** The user's recent events, newest first: what the recommendations were made from. */
-export function HistoryPanel({ history, shownAtFirst = 12 }: { history: UserHistory; shownAtFirst?: number }) {
+const SHOWN_AT_FIRST = 12;
+
+export function HistoryPanel({ history }: { history: UserHistory }) {
   const [showAll, setShowAll] = useState(false);
   if (!history.known) return <p className="text-sm text-slate-600">No history for this user in the published run.</p>;
-  const events = showAll ? history.events : history.events.slice(0, shownAtFirst);
+  const events = showAll ? history.events : history.events.slice(0, SHOWN_AT_FIRST);
   return (
     <>
     <ol className="space-y-2" data-testid="history">

@@ -24,7 +24,7 @@ export function SweepChart({ points, split }: { points: SweepPoint[]; split: str
 
   return (
     <figure className="max-w-3xl">
-      <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-labelledby="sweep-title sweep-desc" className="h-auto w-full" data-testid="sweep-chart">
+      <svg viewBox={`0 0 ${WIDTH} ${HEIGHT}`} role="img" aria-labelledby="sweep-title" aria-describedby="sweep-desc" className="h-auto w-full" data-testid="sweep-chart">
         <title id="sweep-title">{`NDCG@10 and Hit@10 against alpha (${split} split)`}</title>
         <desc id="sweep-desc">{series.map((s) => `${s.label}: ${s.rows.map((r) => `alpha ${r.alpha.toFixed(1)} ${score(r.value)}`).join(", ")}`).join(". ")}</desc>
         {yTicks.map((tick) => (

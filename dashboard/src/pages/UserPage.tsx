@@ -16,7 +16,6 @@ export function UserPage({ userId }: { userId: string }) {
   const [query, setQuery] = useState("");
   const [sort, setSort] = useState<SortKey>("score");
   const [page, setPage] = useState(1);
-  useEffect(() => setPage(1), [userId, query, sort]);
 
   const titles = useMemo(
     () => new Map(history.state === "ready" ? history.data.events.map((e) => [e.product_id, e.title ?? e.product_id]) : []),
@@ -45,7 +44,8 @@ export function UserPage({ userId }: { userId: string }) {
                 popular fallback list: the most bought products of the last 30 days, the same for everyone.
               </p>
             )}
-            <ListControls query={query} onQuery={setQuery} sort={sort} onSort={setSort} />
+            <ListControls query={query} onQuery={(q) => { setQuery(q); setPage(1); }} sort={sort}
+              onSort={(s) => { setSort(s); setPage(1); }} />
             <p className="text-sm text-slate-600" aria-live="polite" data-testid="list-summary">
               {shown.length === cards.length ? `${cards.length} recommendations` : `${shown.length} of ${cards.length} recommendations match`}
               {current.pages > 1 && `, page ${current.page} of ${current.pages}`}
