@@ -191,6 +191,24 @@ class ShopSize:
     mean_sessions_per_user: float = 9.0
     seed: int = 20261126
 
+    @classmethod
+    def with_events(cls, users: int, products: int, events: int, **rest) -> "ShopSize":
+        """A size whose event log has about `events` rows: the median sessions per user is solved so that
+        the expected sessions (lognormal, floored, at least one) times `EVENTS_PER_SESSION` give `events`."""
+        wanted = events / users / EVENTS_PER_SESSION
+        low, high = 1e-3, 1e4
+        for _ in range(60):
+            median = (low * high) ** 0.5
+            low, high = (median, high) if _expected_sessions(median) < wanted else (low, median)
+        return cls(products=products, users=users, mean_sessions_per_user=median, **rest)
+
+
+def _expected_sessions(median: float) -> float:
+    """E[max(1, floor(X))] for X lognormal with this median and `SESSIONS_SPREAD`, by quadrature."""
+    z, weights = np.polynomial.hermite_e.hermegauss(80)
+    sessions = np.maximum(1, np.floor(median * np.exp(SESSIONS_SPREAD * z)))
+    return float(weights @ sessions / weights.sum())
+
 
 def generate_products(size: ShopSize, rng: np.random.Generator) -> pl.DataFrame:
     """Compose a catalog with per-category vocabularies and cross-category themes."""
@@ -243,115 +261,196 @@ def generate_products(size: ShopSize, rng: np.random.Generator) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def generate_interactions(products: pl.DataFrame, size: ShopSize, rng: np.random.Generator) -> pl.DataFrame:
-    """Simulate users with latent tastes browsing, carting, buying and rating over `size.days` days."""
-    n_items = products.height
-    categories = list(CATEGORIES)
-    item_category = np.array([categories.index(c) for c in products["category"]])
-    item_themes = np.zeros((n_items, len(THEMES)), dtype=np.float64)
-    for i, attrs in enumerate(products["attributes"]):
-        for tag in attrs.split("|"):
-            if tag in THEMES:
-                item_themes[i, THEMES.index(tag)] = 1.0
-    prices = products["price"].to_numpy()
-    # Price level within the category: 0 budget, 1 mid, 2 premium.
-    price_level = np.zeros(n_items, dtype=np.int64)
-    for c in range(len(categories)):
-        members = np.flatnonzero(item_category == c)
-        cuts = np.quantile(prices[members], [1 / 3, 2 / 3])
-        price_level[members] = np.searchsorted(cuts, prices[members])
-    # Long-tailed popularity, shuffled so it is unrelated to the product id.
-    popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
-    rng.shuffle(popularity)
-    members_of = [np.flatnonzero(item_category == c) for c in range(len(categories))]
-    companions = _companions(item_category, popularity, members_of, categories, rng)
+USERS_PER_BLOCK = 50_000
+"""Users simulated at once; memory stays bounded at any shop size."""
+PICK_CANDIDATES = 32
+"""Products drawn by popularity before a user's tastes choose among them (see `_pick`)."""
+EVENTS_PER_SESSION = 4.05
+"""Events in a session, on average, as observed (used to size a shop by its events)."""
+SESSIONS_SPREAD = 0.8
+"""Sigma of the lognormal number of sessions per user."""
 
-    rows: list[tuple[str, str, str, float, float]] = []
-    for u in range(size.users):
-        user_id = f"U{u + 1:07d}"
-        category_taste = rng.dirichlet(np.full(len(categories), 0.25))
-        theme_taste = rng.dirichlet(np.full(len(THEMES), 0.4))
-        user_price = rng.integers(3)
-        # A long-tailed activity level: many light users, a few heavy ones, some with one session.
-        sessions = max(1, int(rng.lognormal(np.log(size.mean_sessions_per_user), 0.8)))
-        first_day = rng.uniform(0, size.days * 0.7)
-        times = np.sort(rng.uniform(first_day, size.days, size=sessions))
-        for t in times:
-            if rng.random() < 0.12:
-                # Noise: something popular from anywhere, a gift, a trending item.
-                item = int(rng.choice(n_items, p=popularity / popularity.sum()))
-            else:
-                category = int(rng.choice(len(categories), p=category_taste))
-                item = _pick_in_category(members_of[category], theme_taste, user_price, item_themes,
-                                         price_level, popularity, rng)
-            t = _session(rows, user_id, item, t, theme_taste, user_price, item_themes, price_level,
-                         popularity, members_of, item_category, companions, rng)
-    offsets = np.array([r[4] for r in rows])
-    stamps = [(START + timedelta(days=float(d))).strftime("%Y-%m-%dT%H:%M:%SZ") for d in offsets]
-    product_ids = products["product_id"].to_list()
-    frame = pl.DataFrame({
-        "user_id": [r[0] for r in rows],
-        "product_id": [product_ids[int(r[1])] for r in rows],
-        "event_type": [r[2] for r in rows],
-        "value": [r[3] for r in rows],
-        "timestamp": stamps,
-    })
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """What the simulation knows of each product: category, themes, price level, popularity, companions."""
+
+    category: np.ndarray
+    themes: np.ndarray
+    price_level: np.ndarray
+    popularity: np.ndarray
+    companions: np.ndarray
+    by_category: np.ndarray
+    """Product rows grouped by category, each group in product order."""
+    pick_keys: np.ndarray
+    """For `by_category`: category + the cumulative share of popularity ** 0.6 within the category."""
+    popular_keys: np.ndarray
+    """The cumulative share of popularity over all products."""
+
+    @classmethod
+    def of(cls, products: pl.DataFrame, rng: np.random.Generator) -> "CatalogModel":
+        n_items = products.height
+        categories = list(CATEGORIES)
+        category = products["category"].replace_strict(categories, list(range(len(categories)))).to_numpy()
+        themes = np.zeros((n_items, len(THEMES)), dtype=np.float32)
+        for i, attrs in enumerate(products["attributes"]):
+            for tag in attrs.split("|"):
+                if tag in THEMES:
+                    themes[i, THEMES.index(tag)] = 1.0
+        prices = products["price"].to_numpy()
+        # Price level within the category: 0 budget, 1 mid, 2 premium.
+        price_level = np.zeros(n_items, dtype=np.int64)
+        for c in range(len(categories)):
+            members = np.flatnonzero(category == c)
+            cuts = np.quantile(prices[members], [1 / 3, 2 / 3])
+            price_level[members] = np.searchsorted(cuts, prices[members])
+        # Long-tailed popularity, shuffled so it is unrelated to the product id.
+        popularity = 1.0 / np.arange(1, n_items + 1) ** 0.9
+        rng.shuffle(popularity)
+        by_category = np.argsort(category, kind="stable")
+        pick_keys = np.empty(n_items)
+        for c in range(len(categories)):
+            group = category[by_category] == c
+            weight = np.cumsum(popularity[by_category[group]] ** 0.6)
+            pick_keys[group] = c + weight / weight[-1]
+        members_of = [np.flatnonzero(category == c) for c in range(len(categories))]
+        return cls(category=category, themes=themes, price_level=price_level, popularity=popularity,
+                   companions=_companions(category, popularity, members_of, categories, rng),
+                   by_category=by_category, pick_keys=pick_keys,
+                   popular_keys=np.cumsum(popularity) / popularity.sum())
+
+
+def generate_interactions(products: pl.DataFrame, size: ShopSize, rng: np.random.Generator) -> pl.DataFrame:
+    """Simulate users with latent tastes browsing, carting, buying and rating over `size.days` days,
+    a block of users at a time (vectorised, so a million users take minutes, not hours)."""
+    catalog = CatalogModel.of(products, rng)
+    blocks = [_simulate_users(catalog, first, min(USERS_PER_BLOCK, size.users - first), size, rng)
+              for first in range(0, size.users, USERS_PER_BLOCK)]
+    events = pl.concat(blocks)
+    product_ids = products["product_id"]
+    frame = events.select(
+        user_id=pl.format("U{}", pl.col("user").add(1).cast(pl.String).str.zfill(7)),
+        product_id=product_ids.gather(events["item"]),
+        event_type=pl.col("event_type"),
+        value=pl.col("value"),
+        timestamp=(pl.lit(START) + pl.duration(microseconds=(pl.col("day") * 86_400e6).cast(pl.Int64)))
+        .dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
     return frame.sort(["timestamp", "user_id", "product_id", "event_type"])
+
+
+def _simulate_users(catalog: CatalogModel, first: int, n_users: int, size: ShopSize,
+                    rng: np.random.Generator) -> pl.DataFrame:
+    """Events of users `first` .. `first + n_users - 1`: user, item, event_type, value, day (offset)."""
+    n_categories = len(CATEGORIES)
+    category_taste = rng.dirichlet(np.full(n_categories, 0.25), size=n_users)
+    theme_taste = rng.dirichlet(np.full(len(THEMES), 0.4), size=n_users).astype(np.float32)
+    user_price = rng.integers(3, size=n_users)
+    # A long-tailed activity level: many light users, a few heavy ones, some with one session.
+    sessions = np.maximum(1, rng.lognormal(np.log(size.mean_sessions_per_user), SESSIONS_SPREAD, size=n_users).astype(np.int64))
+    first_day = rng.uniform(0, size.days * 0.7, size=n_users)
+    user = np.repeat(np.arange(n_users), sessions)
+    start = rng.uniform(first_day[user], size.days)
+
+    # The session's first product: popularity-driven noise (a gift, a trend) or the user's tastes.
+    noise = rng.random(len(user)) < 0.12
+    first_item = np.empty(len(user), dtype=np.int64)
+    first_item[noise] = np.searchsorted(catalog.popular_keys, rng.random(noise.sum()))
+    taste = user[~noise]
+    favourite = (rng.random(len(taste))[:, None] > np.cumsum(category_taste[taste], axis=1)).sum(axis=1)
+    first_item[~noise] = _pick(catalog, np.minimum(favourite, n_categories - 1), theme_taste[taste],
+                               user_price[taste], rng)
+
+    # Up to three more views in the first product's category; repeats within a session count once.
+    extra = rng.integers(0, 4, size=len(user))
+    session = np.repeat(np.arange(len(user)), extra)
+    more = _pick(catalog, catalog.category[first_item[session]], theme_taste[user[session]],
+                 user_price[user[session]], rng)
+    views = pl.DataFrame({
+        "session": np.concatenate([np.arange(len(user)), session]),
+        "slot": np.concatenate([np.zeros(len(user), dtype=np.int64), _position_within(session) + 1]),
+        "item": np.concatenate([first_item, more]),
+    }).unique(["session", "item"], keep="first").sort("session", "slot")
+    s, item = views["session"].to_numpy(), views["item"].to_numpy()
+    u = user[s]
+    match = (np.einsum("ij,ij->i", catalog.themes[item], theme_taste[u])
+             - 0.3 * np.abs(catalog.price_level[item] - user_price[u]))
+    cart = rng.random(len(s)) < 0.15 + 0.5 * np.maximum(match, 0.0)
+    purchase = cart & (rng.random(len(s)) < 0.55)
+    rating = purchase & (rng.random(len(s)) < 0.25)
+    stars = np.clip(np.round(3.2 + 3.0 * match + rng.normal(0, 0.7, size=len(s))), 1, 5)
+    companion = purchase & (rng.random(len(s)) < 0.4)
+    companion_item = catalog.companions[item, rng.integers(3, size=len(s))]
+    companion_buys = companion & (rng.random(len(s)) < 0.45)
+
+    # Each view opens a run of steps; `step` orders them within the session.
+    step = views["slot"].to_numpy() * 8
+    parts = [(s, step, item, "view", 1.0, None)]
+    parts.append((s[cart], step[cart] + 1, item[cart], "cart", 1.0, None))
+    parts.append((s[purchase], step[purchase] + 2, item[purchase], "purchase", 1.0, None))
+    parts.append((s[companion], step[companion] + 3, companion_item[companion], "view", 1.0, None))
+    parts.append((s[companion_buys], step[companion_buys] + 4, companion_item[companion_buys], "cart", 1.0, None))
+    parts.append((s[companion_buys], step[companion_buys] + 5, companion_item[companion_buys], "purchase", 1.0,
+                  None))
+    # A rating comes one to six days after the purchase.
+    parts.append((s[rating], step[rating] + 2, item[rating], "rating", stars[rating],
+                  rng.uniform(1, 6, size=rating.sum())))
+    events = pl.concat([
+        pl.DataFrame({"session": ps, "step": pstep, "item": pitem, "event_type": pl.Series([kind] * len(ps)),
+                      "value": np.broadcast_to(np.asarray(pvalue, dtype=np.float64), len(ps)),
+                      "later": np.zeros(len(ps)) if plater is None else plater})
+        for ps, pstep, pitem, kind, pvalue, plater in parts
+    ]).sort("session", "step", "later")
+    # Within a session, steps are minutes apart: day offsets accumulate from the session's start.
+    gaps = rng.uniform(0.0005, 0.01, size=events.height)
+    sessions_of = events["session"].to_numpy()
+    elapsed = np.cumsum(gaps)
+    opened = np.flatnonzero(np.r_[True, sessions_of[1:] != sessions_of[:-1]])
+    elapsed -= np.repeat(elapsed[opened] - gaps[opened], np.diff(np.r_[opened, len(sessions_of)]))
+    return events.select(
+        user=pl.Series(first + user[sessions_of]),
+        item=pl.col("item"),
+        event_type=pl.col("event_type"),
+        value=pl.col("value"),
+        day=pl.Series(start[sessions_of] + elapsed) + pl.col("later"),
+    )
+
+
+def _pick(catalog: CatalogModel, category: np.ndarray, theme_taste: np.ndarray, user_price: np.ndarray,
+          rng: np.random.Generator) -> np.ndarray:
+    """One product per row from its category, with probability proportional to
+    `popularity ** 0.6 * exp(6 * themes . taste - 0.9 * |price level - user's|)`: `PICK_CANDIDATES` drawn by
+    popularity, then one of them by taste (Gumbel-max), a sampling-importance-resampling approximation."""
+    draws = category[:, None] + rng.random((len(category), PICK_CANDIDATES))
+    candidates = catalog.by_category[np.minimum(np.searchsorted(catalog.pick_keys, draws), len(catalog.pick_keys) - 1)]
+    utility = (6.0 * np.einsum("icj,ij->ic", catalog.themes[candidates], theme_taste)
+               - 0.9 * np.abs(catalog.price_level[candidates] - user_price[:, None]))
+    chosen = np.argmax(utility + rng.gumbel(size=utility.shape), axis=1)
+    return candidates[np.arange(len(category)), chosen]
+
+
+def _position_within(groups: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal values of a sorted array."""
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else np.array([], dtype=int)
+    return np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
 
 
 def _companions(item_category, popularity, members_of, categories, rng) -> np.ndarray:
     """Three fixed "bought together" companions per product, in complementary categories."""
     n_items = len(item_category)
     companions = np.zeros((n_items, 3), dtype=np.int64)
-    for i in range(n_items):
-        targets = COMPLEMENTS[categories[item_category[i]]]
-        for k in range(3):
-            pool = members_of[categories.index(targets[rng.integers(len(targets))])]
-            weights = popularity[pool] ** 0.5
-            companions[i, k] = pool[rng.choice(len(pool), p=weights / weights.sum())]
+    for c, name in enumerate(categories):
+        items = np.flatnonzero(item_category == c)
+        targets = COMPLEMENTS[name]
+        chosen = rng.integers(len(targets), size=(len(items), 3))
+        for t, target in enumerate(targets):
+            pool = members_of[categories.index(target)]
+            weights = np.cumsum(popularity[pool] ** 0.5)
+            where = chosen == t
+            picks = pool[np.searchsorted(weights / weights[-1], rng.random(where.sum()))]
+            rows, slots = np.nonzero(where)
+            companions[items[rows], slots] = picks
     return companions
-
-
-def _pick_in_category(pool, theme_taste, user_price, item_themes, price_level, popularity, rng) -> int:
-    utility = (
-        6.0 * (item_themes[pool] @ theme_taste)
-        - 0.9 * np.abs(price_level[pool] - user_price)
-        + 0.6 * np.log(popularity[pool])
-    )
-    weights = np.exp(utility - utility.max())
-    return int(pool[rng.choice(len(pool), p=weights / weights.sum())])
-
-
-def _session(rows, user_id, item, t, theme_taste, user_price, item_themes, price_level, popularity,
-             members_of, item_category, companions, rng) -> float:
-    """One browsing session starting at `item`: views, maybe a cart, a purchase, a rating, a companion."""
-    viewed = [item]
-    for _ in range(rng.integers(0, 4)):
-        viewed.append(_pick_in_category(members_of[item_category[item]], theme_taste, user_price,
-                                        item_themes, price_level, popularity, rng))
-    for current in dict.fromkeys(viewed):
-        t += rng.uniform(0.0005, 0.01)
-        rows.append((user_id, current, "view", 1.0, t))
-        match = float(item_themes[current] @ theme_taste) - 0.3 * abs(price_level[current] - user_price)
-        if rng.random() < 0.15 + 0.5 * max(match, 0.0):
-            t += rng.uniform(0.0005, 0.01)
-            rows.append((user_id, current, "cart", 1.0, t))
-            if rng.random() < 0.55:
-                t += rng.uniform(0.0005, 0.02)
-                rows.append((user_id, current, "purchase", 1.0, t))
-                if rng.random() < 0.25:
-                    stars = float(np.clip(round(3.2 + 3.0 * match + rng.normal(0, 0.7)), 1, 5))
-                    rows.append((user_id, current, "rating", stars, t + rng.uniform(1, 6)))
-                if rng.random() < 0.4:
-                    companion = int(companions[current, rng.integers(3)])
-                    t += rng.uniform(0.001, 0.05)
-                    rows.append((user_id, companion, "view", 1.0, t))
-                    if rng.random() < 0.45:
-                        t += rng.uniform(0.0005, 0.01)
-                        rows.append((user_id, companion, "cart", 1.0, t))
-                        t += rng.uniform(0.0005, 0.01)
-                        rows.append((user_id, companion, "purchase", 1.0, t))
-    return t
 
 
 def generate_shop(size: ShopSize = ShopSize()) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -380,11 +479,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("data/sample"))
     parser.add_argument("--products", type=int, default=ShopSize.products)
     parser.add_argument("--users", type=int, default=ShopSize.users)
+    parser.add_argument("--events", type=int, default=None,
+                        help="about how many events to write (default: what the users' activity gives)")
     parser.add_argument("--days", type=int, default=ShopSize.days)
     parser.add_argument("--seed", type=int, default=ShopSize.seed)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    write_shop(args.out, ShopSize(products=args.products, users=args.users, days=args.days, seed=args.seed))
+    shape = dict(days=args.days, seed=args.seed)
+    size = (ShopSize.with_events(args.users, args.products, args.events, **shape) if args.events
+            else ShopSize(products=args.products, users=args.users, **shape))
+    write_shop(args.out, size)
 
 
 if __name__ == "__main__":
