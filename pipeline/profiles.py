@@ -9,6 +9,7 @@ product are summed and floored at zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -60,15 +61,19 @@ class UserProfiles:
 
 
 def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item_vectors: np.ndarray,
-                        weighting: InterestWeighting) -> UserProfiles:
-    matrix = interaction_matrix(interactions, product_ids, weighting)
+                        weighting: InterestWeighting, as_of: datetime | None = None) -> UserProfiles:
+    matrix = interaction_matrix(interactions, product_ids, weighting, as_of)
     return UserProfiles(matrix=matrix, vectors=user_profiles(matrix, item_vectors),
                         summary=user_summary(interactions))
 
 
-def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting) -> pl.DataFrame:
-    """One row per (user, product): the summed, recency-decayed weight of its events, floored at zero."""
-    newest = interactions["timestamp"].max()
+def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting,
+                        as_of: datetime | None = None) -> pl.DataFrame:
+    """One row per (user, product): the summed, recency-decayed weight of its events, floored at zero.
+
+    Ages count back from `as_of`, by default the newest event in `interactions`; a slice of the log (one
+    bucket of users) passes the whole log's newest, so each user's weights do not depend on the slice."""
+    newest = interactions["timestamp"].max() if as_of is None else as_of
     type_weight = pl.col("event_type").replace_strict(weighting.event_weights, return_dtype=pl.Float64)
     rating_scale = pl.when(pl.col("event_type") == "rating").then(pl.col("value") - RATING_MIDPOINT).otherwise(1.0)
     age_days = (pl.lit(newest) - pl.col("timestamp")).dt.total_seconds() / 86400.0
@@ -85,8 +90,8 @@ def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting
 
 
 def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
-                       weighting: InterestWeighting) -> InteractionMatrix:
-    pairs = event_weights_frame(interactions, weighting)
+                       weighting: InterestWeighting, as_of: datetime | None = None) -> InteractionMatrix:
+    pairs = event_weights_frame(interactions, weighting, as_of)
     user_ids = pairs["user_id"].unique(maintain_order=True).to_list()
     users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids))})
     items = pl.DataFrame({"product_id": product_ids, "col": np.arange(len(product_ids))})
