@@ -56,7 +56,8 @@ class UserProfiles:
 
     def table(self) -> pl.DataFrame:
         """user_id, activity columns and the profile vector, one row per user."""
-        vectors = pl.DataFrame({"user_id": self.matrix.user_ids, "profile": self.vectors.tolist()})
+        vectors = pl.DataFrame({"user_id": pl.Series(self.matrix.user_ids, dtype=pl.String),
+                                "profile": self.vectors.tolist()})
         return self.summary.join(vectors, on="user_id", how="left")
 
 
@@ -93,7 +94,7 @@ def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
                        weighting: InterestWeighting, as_of: datetime | None = None) -> InteractionMatrix:
     pairs = event_weights_frame(interactions, weighting, as_of)
     user_ids = pairs["user_id"].unique(maintain_order=True).to_list()
-    users = pl.DataFrame({"user_id": user_ids, "row": np.arange(len(user_ids))})
+    users = pl.DataFrame({"user_id": pl.Series(user_ids, dtype=pl.String), "row": np.arange(len(user_ids))})
     items = pl.DataFrame({"product_id": product_ids, "col": np.arange(len(product_ids))})
     located = pairs.join(users, on="user_id").join(items, on="product_id")
     shape = (len(user_ids), len(product_ids))
