@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import dagster as dg
 import polars as pl
 
+from pipeline.memory import peak_rss_bytes, reset_peak_rss
 from pipeline.quality import QualityReport
 
 FAULT_ENV = "SHOPREC_FAULT"
@@ -72,13 +73,17 @@ def _cell(value: Any) -> str:
 
 @contextmanager
 def reported(context: dg.AssetExecutionContext) -> Iterator[dict[str, Any]]:
-    """Time an asset body; the body fills the yielded dict with metadata; the fault point fires at the end."""
+    """Time an asset body and take its peak memory; the body fills the yielded dict with metadata; the
+    fault point fires at the end."""
+    reset_peak_rss()
     watch = Stopwatch()
     metadata: dict[str, Any] = {}
     yield metadata
     name = context.asset_key.to_user_string()
+    peak_mb = round(peak_rss_bytes() / 2**20, 1)
     metadata["elapsed_seconds"] = dg.MetadataValue.float(watch.elapsed)
-    context.log.info(f"{name}: done in {watch.elapsed:.2f}s")
+    metadata["peak_rss_mb"] = dg.MetadataValue.float(peak_mb)
+    context.log.info(f"{name}: done in {watch.elapsed:.2f}s, peak memory {peak_mb:,.0f} MB")
     fault_point(name)
 
 

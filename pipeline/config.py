@@ -64,6 +64,11 @@ class EvaluationConfig:
     popular_item_share: float = 0.2
     half_life_events_grid: list = field(default_factory=lambda: [0, 1, 3, 10])
     """Sequence-recency half-lives (in events; 0 = off) tried on validation when the model's is "auto"."""
+    max_users: int = 10_000
+    """Users scored per split at most: a larger shop is evaluated on a fixed random sample of this many
+    (models still learn from everyone); the intervals say how precise that is. 0: everyone."""
+    ease_max_products: int = 10_000
+    """EASE needs a dense products x products inverse; above this many products it is left out."""
     gate_max_ndcg_drop: float = 0.2
     """Do not publish when test NDCG@10 falls by more than this fraction against the last published run."""
     gate_min_coverage_ratio: float = 0.5

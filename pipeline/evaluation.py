@@ -94,6 +94,19 @@ def _split(protocol: str, name: str, train: pl.DataFrame, window: pl.DataFrame,
     return Split(protocol=protocol, name=name, train=train, targets=targets, counts=counts)
 
 
+def sample_users(split: Split, max_users: int, seed: int) -> Split:
+    """Keep the targets of at most `max_users` users, a fixed random sample (training data stays whole), and
+    count the users left out. 0 keeps everyone."""
+    users = split.targets["user_id"].unique().sort()
+    if not max_users or len(users) <= max_users:
+        return split
+    chosen = users.sample(max_users, seed=seed)
+    targets = split.targets.filter(pl.col("user_id").is_in(chosen.implode()))
+    counts = {**split.counts, "users_sampled_out": len(users) - max_users, "users_evaluated": max_users,
+              "targets": targets.height}
+    return Split(protocol=split.protocol, name=split.name, train=split.train, targets=targets, counts=counts)
+
+
 # ---- metrics ---------------------------------------------------------------------------------------
 
 def full_ranking_metrics(top: np.ndarray, targets: sp.csr_matrix, k: int) -> dict[str, np.ndarray]:

@@ -18,9 +18,10 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.config import Settings
+from pipeline.behavior import ItemCooccurrence
 from pipeline.evaluation import (
-    Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sampled_metrics,
-    sampled_rank, temporal_splits,
+    Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
+    sampled_metrics, sampled_rank, temporal_splits,
 )
 from pipeline.profiles import InteractionMatrix, InterestWeighting, interaction_matrix
 from pipeline.rankers import EaseRanker, HybridRanker, PopularityRanker
@@ -48,6 +49,10 @@ class EvaluationSettings:
     """Users with fewer training events than this are `cold_users`."""
     popular_item_share: float = 0.2
     """Targets among this share of most-engaged products are `popular_targets`, the rest `long_tail_targets`."""
+    max_users: int = 10_000
+    """Users scored per split at most (a fixed random sample beyond); 0: everyone."""
+    ease_max_products: int = 10_000
+    """EASE is left out of catalogs larger than this (its inverse is dense, products x products)."""
     seed: int = 20261126
 
 
@@ -58,6 +63,7 @@ def evaluation_settings(config: Settings) -> EvaluationSettings:
         test_fraction=evaluation.test_fraction, target_events=tuple(evaluation.target_events),
         sampled_negatives=evaluation.sampled_negatives, bootstrap_resamples=evaluation.bootstrap_resamples,
         cold_user_events=evaluation.cold_user_events, popular_item_share=evaluation.popular_item_share,
+        max_users=evaluation.max_users, ease_max_products=evaluation.ease_max_products,
     )
 
 
@@ -128,15 +134,16 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
             valid, test = leave_last_out_splits(interactions, settings.target_events)
         else:
             raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
+        valid, test = (sample_users(split, settings.max_users, settings.seed) for split in (valid, test))
         if protocol == settings.protocols[0]:
             # The primary protocol's validation split chooses everything; the choice serves everywhere.
             valid_rows, chosen_l2, chosen, chosen_alpha, tuning = _tune(valid, product_ids, item_vectors, scoring,
                                                                         settings, progress)
         else:
-            valid_rows, _ = _run_split(valid, product_ids, item_vectors, chosen, settings, (chosen_l2,),
-                                       segments=False, progress=progress)
-        test_rows, _ = _run_split(test, product_ids, item_vectors, chosen, settings, (chosen_l2,),
-                                  segments=True, progress=progress)
+            valid_rows, _, _ = _run_split(valid, product_ids, item_vectors, chosen, settings, (chosen_l2,),
+                                          segments=False, progress=progress)
+        test_rows, _, _ = _run_split(test, product_ids, item_vectors, chosen, settings, (chosen_l2,),
+                                     segments=True, progress=progress)
         metrics += [valid_rows, test_rows]
         for split in (valid, test):
             population += [{"protocol": protocol, "split": split.name, "reason": reason, "count": count}
@@ -162,10 +169,13 @@ def _tune(valid: Split, product_ids, item_vectors, scoring: ScoringSettings, set
     """Pick the sequence-recency half-life (when not pinned), alpha and EASE's lambda on validation."""
     options = scoring.half_life_events_grid or (scoring.weighting.half_life_events,)
     best, tuning, baselines, l2 = None, [], None, settings.ease_l2[0]
+    # Co-occurrence counts who engaged, not how recently: one behavioural model serves every half-life.
+    behavior = None
     for i, half_life in enumerate(options):
         trial = replace(scoring, weighting=replace(scoring.weighting, half_life_events=half_life or None))
-        rows, found_l2 = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
-                                    segments=False, progress=progress, baselines=i == 0)
+        rows, found_l2, behavior = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
+                                              segments=False, progress=progress, baselines=i == 0,
+                                              behavior=behavior)
         if i == 0:
             baselines, l2 = rows.filter(pl.col("model") != "hybrid"), found_l2
         alpha, ndcg = _best_alpha(rows)
@@ -200,10 +210,13 @@ def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
 
 def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, scoring: ScoringSettings,
                settings: EvaluationSettings, ease_l2: tuple[float, ...], segments: bool,
-               progress: bool, baselines: bool = True) -> tuple[pl.DataFrame, float]:
+               progress: bool, baselines: bool = True,
+               behavior: ItemCooccurrence | None = None) -> tuple[pl.DataFrame, float, ItemCooccurrence | None]:
+    """Every model's metrics on one split; also the chosen EASE lambda and the behavioural model fitted on the
+    split's training data (pass it back in to score the same split with another weighting)."""
     if split.targets.is_empty() or split.train.is_empty():
         log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
-        return _empty_metrics(), ease_l2[len(ease_l2) // 2]
+        return _empty_metrics(), ease_l2[len(ease_l2) // 2], behavior
     matrix = interaction_matrix(split.train, product_ids, scoring.weighting)
     position = {u: i for i, u in enumerate(matrix.user_ids)}
     item_position = {p: i for i, p in enumerate(product_ids)}
@@ -217,9 +230,13 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                             shape=(len(users), n_items))
     negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
 
-    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(matrix, item_vectors)
+    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(matrix, item_vectors, behavior)
     popularity = PopularityRanker().fit(matrix) if baselines else None
-    ease_models = [EaseRanker(l2).fit(matrix) for l2 in ease_l2] if baselines else []
+    with_ease = baselines and n_items <= settings.ease_max_products
+    if baselines and not with_ease:
+        log.info("EASE left out: %d products > evaluation.ease_max_products (%d)", n_items,
+                 settings.ease_max_products)
+    ease_models = [EaseRanker(l2).fit(matrix) for l2 in ease_l2] if with_ease else []
     depth = max(settings.ks)
     ranked: dict[tuple[str, float | None], Ranked] = {}
 
@@ -257,7 +274,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     engaged = np.asarray((matrix.weights > 0).sum(axis=0)).ravel()
     frame = _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix, rows, settings,
                          segments)
-    return frame, chosen_l2
+    return frame, chosen_l2, hybrid.behavior_
 
 
 def _best_ease(ranked, ease_l2, targets, settings) -> float:

@@ -75,11 +75,13 @@ class HybridRanker:
     item_vectors_: np.ndarray = field(default=None, repr=False)
     behavior_: ItemCooccurrence = field(default=None, repr=False)
 
-    def fit(self, matrix: InteractionMatrix, item_vectors: np.ndarray) -> "HybridRanker":
+    def fit(self, matrix: InteractionMatrix, item_vectors: np.ndarray,
+            behavior: ItemCooccurrence | None = None) -> "HybridRanker":
+        """`behavior`: a co-occurrence model already fitted on the same users' engagement, to reuse."""
         self.matrix_ = matrix
         self.item_vectors_ = item_vectors
         self.profiles_ = user_profiles(matrix, item_vectors)
-        self.behavior_ = ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
+        self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:
