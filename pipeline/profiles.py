@@ -57,7 +57,8 @@ class UserProfiles:
     def table(self) -> pl.DataFrame:
         """user_id, activity columns and the profile vector, one row per user."""
         vectors = pl.DataFrame({"user_id": pl.Series(self.matrix.user_ids, dtype=pl.String),
-                                "profile": self.vectors.tolist()})
+                                # A fixed-size array column straight from numpy (no Python floats).
+                                "profile": pl.Series(np.asarray(self.vectors, dtype=np.float32))})
         return self.summary.join(vectors, on="user_id", how="left")
 
 

@@ -160,7 +160,8 @@ class _BlockScorer:
         def picked(values: np.ndarray) -> np.ndarray:
             return np.take_along_axis(values, order, axis=1)[u_idx, r_idx].astype(np.float64)
 
-        evidence = _evidence(weights, self.item_vectors, self.similarity, u_idx, chosen, settings.alpha)
+        evidence = _evidence(weights, self.item_vectors, self.similarity, np.where(chosen_valid, top, -1),
+                             settings.alpha)[u_idx, r_idx]
         return pl.DataFrame({
             "user_id": self.user_ids.gather(rows[u_idx]),
             "rank": pl.Series((r_idx + 1).astype(np.int32)),
@@ -200,13 +201,21 @@ class SparseLookup:
         data, columns = self.matrix.data, self.matrix.indices.astype(np.int64)
         ok = (data > 0) & allowed(self.rows, columns)
         rows, columns, data = self.rows[ok], columns[ok], data[ok]
-        order = np.lexsort((columns, -data, rows))
+        order = _by_row_then_value(rows, data)
         rows, columns = rows[order], columns[order]
         rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
         out = np.full((self.matrix.shape[0], n), -1, dtype=np.int64)
         kept = rank < n
         out[rows[kept], rank[kept]] = columns[kept]
         return out
+
+
+def _by_row_then_value(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The order that sorts entries by row, then by non-negative float32 value, largest first, ties kept in
+    their given order (column order for CSR entries): one integer sort, since the bit patterns of
+    non-negative floats sort as the floats do."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    return np.argsort((rows.astype(np.int64) << 32) | (0xFFFFFFFF - bits), kind="stable")
 
 
 def _merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behavior_rows: np.ndarray,
@@ -243,33 +252,34 @@ def top_columns(dense: np.ndarray, n: int) -> np.ndarray:
     return np.where(positive, top, -1)
 
 
-def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: SparseLookup,
-              users: np.ndarray, items: np.ndarray, alpha: float) -> np.ndarray:
-    """For each (user, recommended item): up to EVIDENCE_ITEMS history items whose share of the score is
-    largest (-1 pads), from the user's EVIDENCE_HISTORY most weighted history items.
+def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: SparseLookup, top: np.ndarray,
+              alpha: float) -> np.ndarray:
+    """For each user (row) and recommended item (`top`, -1 pads): up to EVIDENCE_ITEMS history items whose
+    share of the score is largest (-1 pads), from the user's EVIDENCE_HISTORY most weighted history items.
 
     A history item i adds `w_i * cos(i, item)` to the content side and `w_i * sim(i, item)` to the
     behavioural side; each side is scaled by its largest contribution, then the sides are mixed by alpha.
     Ties go to the lower product row.
     """
-    history, w = _strongest_history(weights, EVIDENCE_HISTORY)  # users x H, -1 pads; weights 0 there
-    history, w = history[users], w[users]
-    present = history >= 0
-    safe = np.maximum(history, 0)
-    content = w * np.einsum("phd,pd->ph", item_vectors[safe], item_vectors[items])
-    behavioral = w * similarity.get(safe, items[:, None])
-    mixed = (1 - alpha) * _share(np.where(present, content, 0.0)) + alpha * _share(np.where(present, behavioral, 0.0))
-    mixed = np.where(present, mixed, -np.inf)
-    order = np.lexsort((np.where(present, history, np.iinfo(np.int64).max), -mixed), axis=1)[:, :EVIDENCE_ITEMS]
-    best = np.take_along_axis(history, order, axis=1)
-    return np.where(np.take_along_axis(mixed, order, axis=1) > 0, best, -1)
+    history, w = _strongest_history(weights, EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
+    present = (history >= 0)[:, :, None] & (top >= 0)[:, None, :]  # users x H x K
+    safe_history, safe_top = np.maximum(history, 0), np.maximum(top, 0)
+    cosine = np.einsum("uhd,ukd->uhk", item_vectors[safe_history], item_vectors[safe_top])
+    content = np.where(present, w[:, :, None] * cosine, 0.0)
+    behavioral = np.where(present, w[:, :, None] * similarity.get(safe_history[:, :, None], safe_top[:, None, :]), 0.0)
+    mixed = (1 - alpha) * _share(content) + alpha * _share(behavioral)
+    mixed = np.where(present, mixed, -np.inf).transpose(0, 2, 1)  # users x K x H
+    tie = np.broadcast_to(np.where(history >= 0, history, np.iinfo(np.int64).max)[:, None, :], mixed.shape)
+    order = np.lexsort((tie, -mixed), axis=2)[:, :, :EVIDENCE_ITEMS]
+    best = np.take_along_axis(np.broadcast_to(history[:, None, :], mixed.shape), order, axis=2)
+    return np.where(np.take_along_axis(mixed, order, axis=2) > 0, best, -1)
 
 
 def _strongest_history(weights: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's `n` most weighted columns (ties to the lower column), in column order, and their weights."""
     lookup = SparseLookup(weights)
     data, columns, rows = lookup.matrix.data, lookup.matrix.indices.astype(np.int64), lookup.rows
-    order = np.lexsort((columns, -data, rows))
+    order = _by_row_then_value(rows, np.maximum(data, 0))
     rows, columns, data = rows[order], columns[order], data[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     kept = rank < n
@@ -283,8 +293,8 @@ def _strongest_history(weights: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.n
 
 
 def _share(values: np.ndarray) -> np.ndarray:
-    """Scale each (user, item) row of contributions by its largest one."""
-    high = values.max(axis=1, keepdims=True) if values.shape[1] else np.zeros((len(values), 1))
+    """Scale each (user, recommended item)'s contributions (users x history x items) by the largest."""
+    high = values.max(axis=1, keepdims=True) if values.shape[1] else np.zeros_like(values[:, :1])
     return np.divide(values, high, out=np.zeros_like(values), where=high > 0).clip(0.0, None)
 
 
