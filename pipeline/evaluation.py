@@ -165,11 +165,19 @@ def bootstrap_interval(values: np.ndarray, weights: np.ndarray) -> tuple[float, 
         weights: resamples x users multinomial counts (each row sums to the number of users), shared
             across metrics so every metric is resampled the same way.
     """
+    mean, low, high = bootstrap_intervals(values[:, None], weights)
+    return float(mean[0]), float(low[0]), float(high[0])
+
+
+def bootstrap_intervals(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`bootstrap_interval` for every column of `values` (users x metrics) at once: the resampling weights
+    are read once for all metrics, which is what makes intervals cheap for many models and metrics."""
     if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    means = weights @ values / len(values)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return float(values.mean()), float(low), float(high)
+        nan = np.full(values.shape[1], np.nan)
+        return nan, nan, nan
+    means = weights @ values / len(values)  # resamples x metrics
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    return values.mean(axis=0), low, high
 
 
 def bootstrap_weights(n_users: int, resamples: int, seed: int) -> np.ndarray:

@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 from pipeline.config import Settings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.evaluation import (
-    Split, bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
+    Split, bootstrap_intervals, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
     sampled_metrics, sampled_rank, temporal_splits,
 )
 from pipeline.profiles import InteractionMatrix, InterestWeighting, interaction_matrix
-from pipeline.rankers import EaseRanker, HybridRanker, PopularityRanker
+from pipeline.rankers import EaseRanker, HybridRanker, HybridScores, PopularityRanker
+from pipeline.recommend import SparseLookup, fuse_scores
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class EvaluationSettings:
     """Targets among this share of most-engaged products are `popular_targets`, the rest `long_tail_targets`."""
     max_users: int = 10_000
     """Users scored per split at most (a fixed random sample beyond); 0: everyone."""
-    ease_max_products: int = 10_000
+    ease_max_products: int = 5_000
     """EASE is left out of catalogs larger than this (its inverse is dense, products x products)."""
     seed: int = 20261126
 
@@ -240,15 +241,47 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     depth = max(settings.ks)
     ranked: dict[tuple[str, float | None], Ranked] = {}
 
-    def keep(model, alpha, scores, block):
+    def record(model, alpha, top, target_scores, negative_scores, block):
         """Record one model's top lists and sampled ranks for a block of users."""
-        users_in, purchased, in_block, local = block
+        users_in, _, in_block, _ = block
         if (model, alpha) not in ranked:
             ranked[(model, alpha)] = Ranked(np.empty((len(users), depth), dtype=np.int64), np.empty(len(pair_users)))
-        ranked[(model, alpha)].top[users_in] = _top_n(np.where(purchased, -np.inf, scores), depth)
-        negative_scores = np.take_along_axis(scores, negatives[users_in], axis=1)[local]
-        ranked[(model, alpha)].pair_rank[in_block] = sampled_rank(scores[local, pair_items[in_block]],
-                                                                   negative_scores)
+        ranked[(model, alpha)].top[users_in] = top
+        ranked[(model, alpha)].pair_rank[in_block] = sampled_rank(target_scores, negative_scores)
+
+    def keep(model, alpha, scores, block):
+        """A model with dense scores (users x products) for the block."""
+        users_in, purchased, in_block, local = block
+        record(model, alpha, _top_n(np.where(purchased, -np.inf, scores), depth), scores[local, pair_items[in_block]],
+               np.take_along_axis(scores, negatives[users_in], axis=1)[local], block)
+
+    def keep_hybrid(scores: HybridScores, block):
+        """The hybrid at every alpha. What production lists: only its candidate pool can be recommended, so
+        products outside it rank below every pool product (fused scores lie in [0, 1]: outside, 2 less).
+        Lists come from the pool's few hundred columns, not from every product, unless a user's pool is
+        shorter than the lists."""
+        users_in, purchased, in_block, local = block
+        columns = _true_columns(scores.pool)
+        safe, valid = np.maximum(columns, 0), columns >= 0
+        pool_content = np.take_along_axis(scores.content, safe, axis=1)
+        pool_behavior = np.take_along_axis(scores.behavior, safe, axis=1)
+        short = np.flatnonzero(valid.sum(axis=1) < depth)
+        negative = negatives[users_in][local]
+        at_negatives = [np.take_along_axis(part[local], negative, axis=1)
+                        for part in (scores.content, scores.behavior, scores.pool)]
+        at_targets = [part[local, pair_items[in_block]] for part in (scores.content, scores.behavior, scores.pool)]
+
+        def outside_pool_lower(content, behavior, pool, alpha):
+            return fuse_scores(content, behavior, alpha) - 2.0 * ~pool
+
+        for alpha in settings.alphas:
+            fused = np.where(valid, fuse_scores(pool_content, pool_behavior, alpha), -np.inf)
+            top = _top_of(columns, fused, depth)
+            if len(short):
+                dense = outside_pool_lower(scores.content[short], scores.behavior[short], scores.pool[short], alpha)
+                top[short] = _top_n(np.where(purchased[short], -np.inf, dense), depth)
+            record("hybrid", alpha, top, outside_pool_lower(*at_targets, alpha),
+                   outside_pool_lower(*at_negatives, alpha), block)
 
     blocks = range(0, len(users), USER_BLOCK)
     for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
@@ -261,12 +294,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
             keep("popularity", None, popularity.scores(block_rows), block)
         for model in ease_models:
             keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block)
-        scores = hybrid.block(block_rows)
-        for alpha in settings.alphas:
-            fused = scores.fused(alpha)
-            # What production lists: only its candidate pool can be recommended, so products outside it
-            # rank below every pool product (fused scores lie in [0, 1]).
-            keep("hybrid", alpha, np.where(scores.pool, fused, fused - 2.0), block)
+        keep_hybrid(hybrid.block(block_rows), block)
 
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
@@ -295,20 +323,49 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
     return np.pad(top, ((0, 0), (0, n - width)), constant_values=-1)
 
 
+def _true_columns(mask: np.ndarray) -> np.ndarray:
+    """The columns where each row of `mask` is true, in order; -1 pads."""
+    rows, columns = np.nonzero(mask)
+    counts = np.bincount(rows, minlength=len(mask))
+    out = np.full((len(mask), max(int(counts.max(initial=0)), 1)), -1, dtype=np.int64)
+    out[rows, np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)] = columns
+    return out
+
+
+def _top_of(columns: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Each row's `n` best `columns` by `scores` (ties to the lower column); -1 for non-finite and padding."""
+    order = np.lexsort((columns, -scores), axis=1)[:, :n]
+    top = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), np.take_along_axis(columns, order, axis=1), -1)
+    return np.pad(top, ((0, 0), (0, n - top.shape[1])), constant_values=-1)
+
+
 def _sample_negatives(matrix: InteractionMatrix, rows: np.ndarray, targets: sp.csr_matrix, n: int,
                       seed: int) -> np.ndarray:
-    """For each evaluated user, `n` products they neither purchased before the cut-off nor target."""
+    """For each evaluated user, `n` distinct products they neither purchased before the cut-off nor target.
+
+    Drawn for all users at once: a few times `n` random products per user, the excluded and repeated ones
+    dropped, the first `n` kept; the rare user left short (a tiny catalog, a huge history) is drawn alone."""
     rng = np.random.default_rng(seed)
     n_items = targets.shape[1]
-    out = np.empty((len(rows), n), dtype=np.int64)
-    for i, row in enumerate(rows):
-        taken = set(matrix.purchased[row].indices) | set(targets[i].indices)
-        pool = n_items - len(taken)
-        draw = rng.choice(n_items, size=min(n_items, n + len(taken)), replace=False)
-        draw = draw[~np.isin(draw, list(taken))][:n]
-        if len(draw) < n:  # tiny catalogs: repeat what there is
-            draw = np.resize(draw, n) if pool > 0 else np.zeros(n, dtype=np.int64)
-        out[i] = draw
+    excluded = SparseLookup(((matrix.purchased[rows] + targets) > 0).astype(np.float32))
+    draw = rng.integers(n_items, size=(len(rows), 3 * n + 16))
+    users = np.arange(len(rows))[:, None]
+    order = np.argsort(draw, axis=1, kind="stable")
+    ordered = np.take_along_axis(draw, order, axis=1)
+    repeat = np.zeros_like(draw, dtype=bool)
+    np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
+    ok = ~repeat & (excluded.get(users, draw) == 0)
+    out = np.zeros((len(rows), n), dtype=np.int64)
+    rank = np.cumsum(ok, axis=1) - 1
+    kept = ok & (rank < n)
+    out[np.broadcast_to(users, draw.shape)[kept], rank[kept]] = draw[kept]
+    for i in np.flatnonzero(ok.sum(axis=1) < n):
+        taken = set(matrix.purchased[rows[i]].indices) | set(targets[i].indices)
+        pool = np.setdiff1d(np.arange(n_items), np.fromiter(taken, dtype=np.int64, count=len(taken)))
+        if len(pool) == 0:
+            continue
+        chosen = rng.choice(pool, size=min(n, len(pool)), replace=False)
+        out[i] = np.resize(chosen, n)  # tiny catalogs: repeat what there is
     return out
 
 
@@ -331,11 +388,14 @@ def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix
 
     weights_cache: dict[int, np.ndarray] = {}
 
-    def interval(values):
-        n = len(values)
+    def intervals(values: dict[str, np.ndarray]) -> dict[str, tuple[float, float, float]]:
+        """Mean and 95% interval of each metric's per-user values (one resampling for all of them)."""
+        n = len(next(iter(values.values())))
         if n not in weights_cache:
             weights_cache[n] = bootstrap_weights(n, settings.bootstrap_resamples, settings.seed + n)
-        return bootstrap_interval(values, weights_cache[n])
+        stacked = np.column_stack([v.astype(np.float64) for v in values.values()])
+        means, lows, highs = bootstrap_intervals(stacked, weights_cache[n])
+        return {name: (float(m), float(lo), float(hi)) for name, m, lo, hi in zip(values, means, lows, highs)}
 
     records = []
     for (model, alpha), result in ranked.items():
@@ -358,8 +418,7 @@ def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix
                     top_k = result.top[chosen][:, :k]
                     values = {**full, **{f"sampled_{m}": v for m, v in per_user_sampled.items()},
                               "popularity": _mean_share(top_k, share)}
-                    for metric, per_user in values.items():
-                        value, low, high = interval(per_user.astype(np.float64))
+                    for metric, (value, low, high) in intervals(values).items():
                         records.append((split.protocol, split.name, model, alpha, k, metric, value, low, high,
                                         name, int(chosen.sum())))
                     coverage = len(np.unique(top_k[top_k >= 0])) / n_items
