@@ -1,0 +1,264 @@
+"""How a nightly run grows: every asset's wall time and peak memory at three shop sizes, with growth factors,
+and top-K scoring against the naive method and the machine's matrix-product ceiling.
+
+    python -m bench.scale                       (small, medium and large; about an hour on 2 cores)
+    python -m bench.scale --sizes small,medium  (any subset)
+
+Each size's shop is generated once (pipeline.synthetic) under .cache/bench/<size>/input and kept. A run is
+cold except for the embedding cache (.cache/bench/cache, shared: product i of a smaller shop is product i of
+a larger one, so encoding the large catalog once serves all three): a fresh warehouse, fresh Dagster storage and run history, the nightly
+job run as a person runs it (`dagster job execute`, its own process). Embeddings are timed too, but the
+goals exclude them, so the "nightly, excluding embeddings" row leaves them out; the first run of a size pays
+for encoding its catalog once. Per-asset times and peaks are the `elapsed_seconds` and `peak_rss_mb` every
+asset reports; "whole run" is the command's wall time and the process's peak RSS.
+
+Scoring, measured in this process on the run's own profiles and embeddings:
+- ceiling: one dense float32 product profiles (users x 384) @ embeddings.T (384 x products), in tiles that
+  stay in cache, results discarded: the least any exact scoring of every (user, product) pair can cost;
+- naive: what the original design describes, sklearn's cosine_similarity of every profile with every product
+  then a full argsort per user (content only);
+- ours: `pipeline.recommend.recommend` (content candidates from FAISS + behavioural candidates, fused, top K).
+Where a size has more users than `--scoring-users`, all three are timed on the same random users and scaled
+to every user (each is linear in users); the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import pickle
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.synthetic import ShopSize, write_shop
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".cache" / "bench"
+CACHE = WORK / "cache"
+SIZES = {  # users, products, events
+    "small": (10_000, 5_000, 200_000),
+    "medium": (100_000, 20_000, 2_000_000),
+    "large": (1_000_000, 100_000, 20_000_000),
+}
+EMBEDDINGS = "product_embeddings"
+
+
+@dataclass
+class SizeResult:
+    name: str
+    users: int
+    products: int
+    events: int
+    assets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """asset -> (seconds, peak MB)"""
+    run_seconds: float = 0.0
+    run_peak_mb: float = 0.0
+    scoring: dict[str, float] = field(default_factory=dict)
+    """ceiling / naive / ours -> seconds for every user"""
+    scoring_sample: int = 0
+
+
+def shop_input(name: str) -> tuple[Path, ShopSize]:
+    users, products, events = SIZES[name]
+    size = ShopSize.with_events(users, products, events)
+    folder = WORK / name / "input"
+    stamp = folder / "size.json"
+    wanted = json.dumps(size.__dict__, sort_keys=True)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print(f"[{name}] generating {users:,} users x {products:,} products x ~{events:,} events ...", flush=True)
+        started = time.perf_counter()
+        write_shop(folder, size)
+        stamp.write_text(wanted)
+        print(f"[{name}] generated in {time.perf_counter() - started:.0f}s", flush=True)
+    return folder, size
+
+
+def run_nightly(name: str, input_dir: Path) -> tuple[SizeResult, Path]:
+    """The nightly job, cold but for the embedding cache; returns its figures and its Dagster home."""
+    base = WORK / name
+    home, warehouse_dir = base / "dagster_home", base / "warehouse"
+    for stale in (home, warehouse_dir, CACHE / "explanations.sqlite"):
+        if stale.is_dir():
+            shutil.rmtree(stale)
+        elif stale.exists():
+            stale.unlink()
+    home.mkdir(parents=True)
+    warehouse_dir.mkdir(parents=True)
+    config = base / "config.json"
+    config.write_text(json.dumps({"data": {"input_dir": str(input_dir), "warehouse": str(warehouse_dir / "warehouse.duckdb"),
+                                           "cache_dir": str(CACHE)}}))
+    env = {**os.environ, "SHOPREC_CONFIG": str(config), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env.pop("SHOPREC_FAULT", None)
+    print(f"[{name}] nightly run (log: {base / 'run.log'}) ...", flush=True)
+    started = time.perf_counter()
+    with open(base / "run.log", "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "assets.definitions",
+                                    "-j", "nightly"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if status != 0:
+        raise SystemExit(f"[{name}] the nightly run failed; see {base / 'run.log'}")
+    users, products, events = SIZES[name]
+    result = SizeResult(name, users, products, events, run_seconds=seconds, run_peak_mb=usage.ru_maxrss / 1024)
+    result.assets = asset_figures(home)
+    print(f"[{name}] nightly run: {seconds:.0f}s, peak {result.run_peak_mb:,.0f} MB", flush=True)
+    return result, home
+
+
+def asset_figures(home: Path) -> dict[str, tuple[float, float]]:
+    """Each asset's reported elapsed seconds and peak memory: a step that did several partitions reports
+    its figures on each, so take them once per run; runs (one per bucket, when fanned out) add up."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    figures: dict[str, tuple[float, float]] = {}
+    for run in instance.get_runs():
+        in_run: dict[str, tuple[float, float]] = {}
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            materialization = entry.dagster_event.event_specific_data.materialization
+            metadata = materialization.metadata
+            if "elapsed_seconds" not in metadata:
+                continue
+            name = materialization.asset_key.to_user_string()
+            seconds = float(metadata["elapsed_seconds"].value)
+            peak = float(metadata["peak_rss_mb"].value) if "peak_rss_mb" in metadata else 0.0
+            known = in_run.get(name, (0.0, 0.0))
+            in_run[name] = (max(known[0], seconds), max(known[1], peak))
+        for name, (seconds, peak) in in_run.items():
+            total, highest = figures.get(name, (0.0, 0.0))
+            figures[name] = (total + seconds, max(highest, peak))
+    return figures
+
+
+def stored_output(home: Path, asset: str):
+    """An asset's value as the run's filesystem IO manager stored it (partitions concatenated by caller)."""
+    path = home / "storage" / asset
+    if path.is_dir():
+        return [pickle.loads(part.read_bytes()) for part in sorted(path.iterdir())]
+    return pickle.loads(path.read_bytes())
+
+
+def time_scoring(result: SizeResult, home: Path, sample: int, top_k: int = 10) -> None:
+    """Ceiling, naive and ours on the same users (a random sample when there are more than `sample`)."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from pipeline.config import load_settings
+    from pipeline.recommend import RecommendationSettings, recommend
+    from pipeline.vector_index import load_index
+
+    embeddings = stored_output(home, EMBEDDINGS)
+    profiles = stored_output(home, "user_profiles")
+    parts = profiles if isinstance(profiles, list) else [profiles]  # one per user bucket when partitioned
+    behavior = stored_output(home, "behavior_model")
+    choice = stored_output(home, "alpha_sweep")
+    index_file = stored_output(home, "faiss_index").path
+    index, _ = load_index(index_file)
+    config = load_settings(str(home.parent / "config.json"))
+    products = stored_output(home, "products")
+    in_stock = products["in_stock"].to_numpy()
+    items = embeddings.vectors.astype(np.float32)
+
+    n_users = sum(len(p.matrix.user_ids) for p in parts)
+    rng = np.random.default_rng(0)
+    chosen_part = parts[0]
+    take = min(sample, len(chosen_part.matrix.user_ids))
+    rows = np.sort(rng.choice(len(chosen_part.matrix.user_ids), size=take, replace=False))
+    scale = n_users / take
+    result.scoring_sample = take if take < n_users else 0
+    vectors = np.ascontiguousarray(chosen_part.vectors[rows])
+
+    started = time.perf_counter()
+    tile = 8192
+    for first in range(0, take, 4096):
+        block = vectors[first:first + 4096]
+        for start in range(0, len(items), tile):
+            block @ items[start:start + tile].T
+    result.scoring["ceiling"] = (time.perf_counter() - started) * scale
+
+    naive_take = min(take, 2000)
+    started = time.perf_counter()
+    for first in range(0, naive_take, 500):
+        similarity = cosine_similarity(vectors[first:min(first + 500, naive_take)], items)
+        np.argsort(-similarity, axis=1)[:, :top_k]
+    result.scoring["naive"] = (time.perf_counter() - started) * n_users / naive_take
+
+    matrix = chosen_part.matrix
+    subset = type(matrix)(user_ids=[matrix.user_ids[r] for r in rows], product_ids=matrix.product_ids,
+                          weights=matrix.weights[rows], purchased=matrix.purchased[rows])
+    started = time.perf_counter()
+    recommend(subset, vectors, items, index, behavior, in_stock,
+              RecommendationSettings(choice.alpha, config.model.top_k, config.model.candidates), progress=False)
+    result.scoring["ours"] = (time.perf_counter() - started) * scale
+
+
+def growth(a: float, b: float) -> str:
+    return f"x{b / a:.1f}" if a > 0 else "-"
+
+
+def table(results: list[SizeResult]) -> str:
+    sizes = [f"{r.users:,} u x {r.products:,} p x {r.events / 1e6:g}M ev" for r in results]
+    header = ["step"] + [f"{name}: s / peak MB" for name in sizes]
+    header += [f"growth {a.name}->{b.name} (time, memory)" for a, b in zip(results, results[1:])]
+    assets = list(dict.fromkeys(a for r in results for a in r.assets))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def row(label, figures):
+        cells = [f"{s:,.1f} / {m:,.0f}" if s is not None else "-" for s, m in figures]
+        cells += [f"{growth(a[0], b[0])}, {growth(a[1], b[1])}" if a[0] and b[0] else "-"
+                  for a, b in zip(figures, figures[1:])]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+
+    for asset in assets:
+        row(asset, [r.assets.get(asset, (None, None)) for r in results])
+    row("**nightly, excluding embeddings** (sum of assets)",
+        [(sum(s for a, (s, _) in r.assets.items() if a != EMBEDDINGS),
+          max((m for a, (_, m) in r.assets.items() if a != EMBEDDINGS), default=0.0)) for r in results])
+    row("whole run (command wall time, process peak)", [(r.run_seconds, r.run_peak_mb) for r in results])
+    lines.append("")
+    header = ["top-K scoring, every user"] + sizes + [f"growth {a.name}->{b.name}" for a, b in zip(results, results[1:])]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    labels = {"ceiling": "ceiling: float32 profiles @ embeddings.T (s)",
+              "ours": "ours: recommend(), FAISS + behaviour, fused top-K (s)",
+              "naive": "naive: sklearn cosine_similarity + argsort (s)"}
+    for key, label in labels.items():
+        values = [r.scoring.get(key) for r in results]
+        cells = [f"{v:,.1f}" if v is not None else "-" for v in values]
+        cells += [growth(a, b) if a and b else "-" for a, b in zip(values, values[1:])]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    ratios = [f"{r.scoring['ours'] / r.scoring['ceiling']:.2f}x ceiling, {r.scoring['naive'] / r.scoring['ours']:.1f}x faster than naive"
+              if r.scoring else "-" for r in results]
+    lines.append("| " + " | ".join(["ours vs ceiling / naive", *ratios, *[""] * (len(results) - 1)]) + " |")
+    notes = [f"{r.name}: scoring timed on {r.scoring_sample:,} random users (naive on {min(r.scoring_sample, 2000):,}), "
+             f"scaled to {r.users:,}" for r in results if r.scoring_sample]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,medium,large")
+    parser.add_argument("--scoring-users", type=int, default=20_000,
+                        help="time scoring on at most this many users and scale to all (default 20000)")
+    args = parser.parse_args()
+    results = []
+    for name in args.sizes.split(","):
+        input_dir, _ = shop_input(name)
+        result, home = run_nightly(name, input_dir)
+        time_scoring(result, home, args.scoring_users)
+        results.append(result)
+        print(table(results), flush=True)
+    print(f"\n{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GB, "
+          f"{dt.date.today().isoformat()}, Python {platform.python_version()}")
+
+
+if __name__ == "__main__":
+    main()
