@@ -1,0 +1,106 @@
+"""User buckets: a stable hash that depends on the id alone, and per-user results that do not depend on how
+the users were split."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zlib
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import PROJECT_ROOT
+from pipeline.behavior import ItemCooccurrence
+from pipeline.buckets import split_by_bucket, user_buckets
+from pipeline.profiles import InterestWeighting, build_user_profiles, interaction_matrix
+from pipeline.recommend import RecommendationSettings, recommend
+from pipeline.vector_index import build_index
+
+IDS = ["U0000001", "U_TRAIL", "ü-ser 42", "", "U" * 300]
+
+
+def test_a_users_bucket_is_crc32_of_its_utf8_id_modulo_the_bucket_count():
+    for buckets in (1, 2, 4, 7, 64):
+        assert user_buckets(IDS, buckets).tolist() == [zlib.crc32(i.encode("utf-8")) % buckets for i in IDS]
+    assert user_buckets(pl.Series(IDS), 4).tolist() == user_buckets(IDS, 4).tolist()
+    with pytest.raises(ValueError):
+        user_buckets(IDS, 0)
+
+
+def test_buckets_are_the_same_in_another_python_process_with_another_hash_seed():
+    script = "import sys; from pipeline.buckets import user_buckets; print(user_buckets(sys.argv[1:], 16).tolist())"
+    outputs = {subprocess.run([sys.executable, "-c", script, *IDS], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, env={"PYTHONHASHSEED": seed}, check=True).stdout
+               for seed in ("1", "2")}
+    assert outputs == {f"{user_buckets(IDS, 16).tolist()}\n"}
+
+
+@settings(max_examples=50, deadline=None)
+@given(ids=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30), buckets=st.integers(1, 40))
+def test_a_users_bucket_does_not_depend_on_the_other_users(ids, buckets):
+    together = user_buckets(ids, buckets)
+    assert ((together >= 0) & (together < buckets)).all()
+    assert together.tolist() == [user_buckets([i], buckets)[0] for i in ids]
+
+
+def test_split_by_bucket_keeps_every_row_once_in_order_and_names_empty_buckets():
+    frame = pl.DataFrame({"user_id": ["a", "b", "a", "c", "d", "b"], "n": range(6)})
+    parts = split_by_bucket(frame, 16)
+    assert sorted(parts) == list(range(16))
+    assert sum(part.height for part in parts.values()) == frame.height
+    assert any(part.is_empty() for part in parts.values())
+    for bucket, part in parts.items():
+        assert (user_buckets(part["user_id"], 16) == bucket).all()
+        assert part["n"].is_sorted()  # row order kept
+        assert part.columns == frame.columns
+    wanted = split_by_bucket(frame, 16, wanted=[int(user_buckets(["a"], 16)[0])])
+    assert list(wanted.values())[0].filter(pl.col("user_id") == "a").height == 2
+
+
+EVENT_TYPES = ["view", "cart", "purchase", "rating"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_users=st.integers(1, 25), n_items=st.integers(3, 30),
+       buckets=st.integers(2, 9), half_life_events=st.sampled_from([None, 2.0]))
+def test_lists_made_bucket_by_bucket_are_the_lists_made_in_one_piece(seed, n_users, n_items, buckets,
+                                                                      half_life_events):
+    rng = np.random.default_rng(seed)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    n_events = int(rng.integers(n_users, 6 * n_users + 1))
+    events = pl.DataFrame({
+        "user_id": [f"u{u}" for u in np.r_[np.arange(n_users), rng.integers(0, n_users, n_events - n_users)]],
+        "product_id": [f"p{i}" for i in rng.integers(0, n_items, n_events)],
+        "event_type": [EVENT_TYPES[t] for t in rng.integers(0, 4, n_events)],
+        "value": rng.integers(1, 6, n_events).astype(float),
+        "timestamp": [start + timedelta(hours=int(h)) for h in rng.integers(0, 2000, n_events)],
+    })
+    product_ids = [f"p{i}" for i in range(n_items)]
+    vectors = rng.normal(size=(n_items, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    in_stock = rng.random(n_items) > 0.2
+    weighting = InterestWeighting({"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0},
+                                  half_life_days=30.0, half_life_events=half_life_events)
+    # Shared by every bucket, as in the pipeline: the index and the behavioural model over all users.
+    index = build_index(vectors)
+    behavior = ItemCooccurrence(neighbors_per_item=10).fit(
+        interaction_matrix(events, product_ids, weighting).weights, product_ids)
+    options = RecommendationSettings(alpha=0.3, top_k=5, candidates=n_items)
+
+    def lists(part: pl.DataFrame) -> pl.DataFrame:
+        profiles = build_user_profiles(part, product_ids, vectors, weighting, as_of=events["timestamp"].max())
+        return recommend(profiles.matrix, profiles.vectors, vectors, index, behavior, in_stock, options,
+                         progress=False)
+
+    whole = lists(events)
+    merged = pl.concat([lists(part) for part in split_by_bucket(events, buckets).values()])
+    keys = ["user_id", "rank"]
+    whole, merged = whole.sort(keys), merged.sort(keys)
+    floats = ["score", "content_score", "behavior_score", "content_similarity"]
+    assert merged.drop(floats).equals(whole.drop(floats))
+    assert np.allclose(merged.select(floats).to_numpy(), whole.select(floats).to_numpy(), atol=1e-6)
