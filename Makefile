@@ -19,6 +19,11 @@ DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html da
 
 install: $(VENV)/.installed
 
+# dagster-dask (the Dask executor, tested by tests/test_distributed.py) goes in without its dependencies:
+# its only 1.13 release pins dagster==1.13.27 exactly and would move dagster; what it needs besides
+# (dask, distributed) is in the dev extra.
+DAGSTER_DASK := dagster-dask==0.29.27
+
 # torch first and pinned: its CPU build installs from the machine's local wheel; left to a
 # dependency resolver, torch would pull several GB of CUDA packages.
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(DAGSTER_DASK)
 	touch $@
 
 # The dashboard: npm packages exactly as locked, then a production build the API serves at /.

@@ -1,13 +1,14 @@
-"""Content assets: product embeddings, the FAISS index over them, and users' content profiles."""
+"""Content assets: product embeddings, the FAISS index over them, and users' content profiles (by bucket)."""
 
 import dagster as dg
 import polars as pl
 
+from assets.buckets import bucket_reported, events_by_bucket, user_buckets
 from assets.reporting import fault_point, frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings, embed_products
 from pipeline.model_choice import ModelChoice
-from pipeline.profiles import UserProfiles, build_user_profiles
+from pipeline.profiles import build_user_profiles
 from pipeline.vector_index import SavedIndex, build_index, save_index, similar_products
 from pipeline.warehouse import index_path
 
@@ -46,15 +47,22 @@ def faiss_index(context: dg.AssetExecutionContext, settings: ShopSettings,
     return dg.Output(SavedIndex(path=path, kind=config.model.faiss_index, similar=similar), metadata=meta)
 
 
-@dg.asset(group_name="recommender", kinds={"numpy"})
+@dg.asset(group_name="recommender", kinds={"numpy"}, partitions_def=user_buckets)
 def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, interactions: pl.DataFrame,
-                  product_embeddings: ProductEmbeddings, alpha_sweep: ModelChoice) -> dg.Output[UserProfiles]:
+                  product_embeddings: ProductEmbeddings, alpha_sweep: ModelChoice) -> dg.Output[dict]:
     """Each user's content profile: the mean of their products' embeddings, weighted by event type
-    (purchase > cart > view) and recency (in days, and in events as chosen by `alpha_sweep`)."""
-    config = settings.get()
+    (purchase > cart > view) and recency (in days, and in events as chosen by `alpha_sweep`), for each
+    bucket of users the run does. Ages count from the newest event of the whole log, as in one piece."""
+    weighting = settings.get().interest_weighting(alpha_sweep.half_life_events)
     with reported(context) as meta:
-        profiles = build_user_profiles(interactions, product_embeddings.product_ids, product_embeddings.vectors,
-                                       config.interest_weighting(alpha_sweep.half_life_events))
-        meta.update(frame_metadata(profiles.summary), users=len(profiles.matrix.user_ids),
-                    user_product_pairs=profiles.matrix.weights.nnz)
+        newest = interactions["timestamp"].max()
+        profiles = {}
+        for bucket, events in events_by_bucket(context, interactions).items():
+            with bucket_reported(context, bucket) as bucket_meta:
+                profiles[bucket] = build_user_profiles(events, product_embeddings.product_ids,
+                                                       product_embeddings.vectors, weighting, as_of=newest)
+                bucket_meta.update(frame_metadata(profiles[bucket].summary),
+                                   users=len(profiles[bucket].matrix.user_ids),
+                                   user_product_pairs=profiles[bucket].matrix.weights.nnz)
+        meta.update(buckets=len(profiles))
     return dg.Output(profiles, metadata=meta)

@@ -1,8 +1,12 @@
-"""The explanations asset: a blurb and a "why this recommendation" for every published recommendation."""
+"""The explanations asset: a blurb and a "why this recommendation" for every recommendation, bucket by bucket."""
+
+import math
+from dataclasses import replace
 
 import dagster as dg
 import polars as pl
 
+from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_by_bucket, user_buckets
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
@@ -10,30 +14,50 @@ from pipeline.explain import CatalogTerms, ExplanationBatch, build_facts, explan
 from pipeline.llm import resolve_llm, write_explanations
 
 
-@dg.asset(group_name="recommender", kinds={"openai"})
-def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, recommendations: pl.DataFrame,
+@dg.asset(group_name="recommender", kinds={"openai"}, partitions_def=user_buckets)
+def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, recommendations: dict,
                  products: pl.DataFrame, interactions: pl.DataFrame,
-                 behavior_model: ItemCooccurrence) -> dg.Output[ExplanationBatch]:
+                 behavior_model: ItemCooccurrence) -> dg.Output[dict]:
     """Grounded texts from facts in the warehouse only: an LLM behind any OpenAI-compatible endpoint for the
     configured share (cached by facts, budgeted, with a circuit breaker), the offline template for the rest
-    and for every fallback, each row labelled with its provider, model, prompt version and any fallback."""
+    and for every fallback, each row labelled with its provider, model, prompt version and any fallback.
+    Each bucket of users gets an equal share of the run's LLM budget and its own circuit breaker, so its
+    texts do not depend on which run, or how many buckets, it was written with."""
     config = settings.get()
-    options = config.explanations
+    # Shares are whole calls and tokens, rounded up; the run's budget is the sum over its buckets.
+    options = replace(config.explanations, max_calls=math.ceil(config.explanations.max_calls / USER_BUCKETS),
+                      max_tokens=math.ceil(config.explanations.max_tokens / USER_BUCKETS))
+    llm = resolve_llm(options)
     with reported(context) as meta:
-        facts = build_facts(recommendations, products, interactions, behavior_model.pairs())
-        use_llm = llm_selection(recommendations, interactions, options.llm_top_ranks, options.llm_active_days)
-        llm = resolve_llm(options)
-        rows, stats = write_explanations(facts, use_llm, llm, CatalogTerms(products),
-                                         config.cache_dir / "explanations.sqlite")
-        frame = explanations_frame(rows)
-        batch = ExplanationBatch(frame=frame, llm_calls=stats.calls, llm_tokens=stats.tokens,
-                                 cache_hits=stats.cache_hits, fallbacks=dict(stats.fallbacks))
-        by_provider = frame.group_by("provider", "fallback_reason").len().sort("len", descending=True)
-        meta.update(frame_metadata(frame.select("user_id", "rank", "blurb", "explanation", "provider")),
-                    endpoint=llm.base_url if llm else "none (template)", model=llm.model if llm else "template",
+        buckets = [bucket for bucket in BUCKET_NAMES if bucket in recommendations]
+        ranked = pl.concat([recommendations[bucket] for bucket in buckets])
+        # Facts and the LLM selection are made once for the run's buckets (one pass over the catalog and the
+        # co-occurrence pairs); "active" users count from the newest event of the whole log.
+        facts = build_facts(ranked, products, pl.concat(events_by_bucket(context, interactions).values()),
+                            behavior_model.pairs())
+        use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
+        terms = CatalogTerms(products)
+        batches, first = {}, 0
+        for bucket in buckets:
+            last = first + recommendations[bucket].height
+            with bucket_reported(context, bucket) as bucket_meta:
+                rows, stats = write_explanations(facts[first:last], use_llm[first:last], llm, terms,
+                                                 config.cache_dir / "explanations.sqlite")
+                batches[bucket] = ExplanationBatch(frame=explanations_frame(rows), llm_calls=stats.calls,
+                                                   llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
+                                                   fallbacks=dict(stats.fallbacks))
+                bucket_meta.update(frame_metadata(batches[bucket].frame.select(
+                    "user_id", "rank", "blurb", "explanation", "provider")),
                     llm_calls=stats.calls, llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
-                    written_by_llm=stats.written, circuit_breaker_opened=stats.breaker_open,
+                    written_by_llm=stats.written, circuit_breaker_opened=stats.breaker_open)
+            if stats.breaker_open:
+                context.log.warning(f"{bucket}: the LLM endpoint kept failing; the rest of the bucket used the "
+                                    "template writer")
+            first = last
+        frame = pl.concat([batch.frame for batch in batches.values()])
+        by_provider = frame.group_by("provider", "fallback_reason").len().sort("len", descending=True)
+        meta.update(buckets=len(batches), cards=frame.height,
+                    endpoint=llm.base_url if llm else "none (template)", model=llm.model if llm else "template",
+                    llm_budget_per_bucket=f"{options.max_calls} calls, {options.max_tokens} tokens",
                     by_provider=preview(by_provider, rows=20))
-        if stats.breaker_open:
-            context.log.warning("the LLM endpoint kept failing; the rest of the run used the template writer")
-    return dg.Output(batch, metadata=meta)
+    return dg.Output(batches, metadata=meta)

@@ -1,18 +1,21 @@
-"""The publishing asset: every table and the run's record land in the warehouse in one transaction."""
+"""The publishing asset: every table and the run's record land in the warehouse in one transaction, the
+per-user tables merged from every bucket."""
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
+import assets.content
+import assets.explanations
+import assets.recommendations
+from assets.buckets import USER_BUCKETS, buckets_out_of_step, by_bucket, merged
 from assets.reporting import fault_point, reported
 from assets.resources import ShopSettings
 from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.experiment import EvaluationResult
-from pipeline.explain import ExplanationBatch
 from pipeline.model_choice import ModelChoice
-from pipeline.profiles import UserProfiles
 from pipeline.vector_index import SavedIndex
 from pipeline.warehouse import prune_indexes, publish
 
@@ -20,13 +23,21 @@ from pipeline.warehouse import prune_indexes, publish
 @dg.asset(group_name="recommender", kinds={"duckdb"})
 def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
-              user_profiles: UserProfiles, behavior_model: ItemCooccurrence,
-              recommendations: pl.DataFrame, evaluation: EvaluationResult,
-              alpha_sweep: ModelChoice, explanations: ExplanationBatch) -> dg.MaterializeResult:
+              user_profiles: dict, behavior_model: ItemCooccurrence, recommendations: dict,
+              evaluation: EvaluationResult, alpha_sweep: ModelChoice, explanations: dict) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
-    readers see the previous run's results until this one commits."""
+    readers see the previous run's results until this one commits. The per-user tables are every bucket's
+    rows, merged in user order; it refuses when a bucket was computed from other shared results than the
+    ones it publishes (a bucket run left over from another night)."""
     config = settings.get()
     with reported(context) as meta:
+        out_of_step = buckets_out_of_step(context.instance, PER_USER)
+        if out_of_step:
+            raise BucketsOutOfStepError(
+                "the user buckets do not all come from the shared results being published, so nothing is "
+                "published: " + "; ".join(out_of_step[:6]) + (" …" if len(out_of_step) > 6 else "")
+                + ". Run the nightly job, or every nightly_buckets run again after nightly_shared.")
+        batches = by_bucket(explanations)
         tables = {
             "products": products,
             "interactions": interactions,
@@ -35,10 +46,10 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                 "embedding": product_embeddings.vectors.astype(np.float32).tolist(),
             }),
             "similar_products": faiss_index.similar,
-            "user_profiles": user_profiles.table(),
+            "user_profiles": merged([profiles.table() for profiles in by_bucket(user_profiles)], ["user_id"]),
             "item_cooccurrence": behavior_model.pairs(),
-            "recommendations": recommendations,
-            "explanations": explanations.frame,
+            "recommendations": merged(by_bucket(recommendations), ["user_id", "rank"]),
+            "explanations": merged([batch.frame for batch in batches], ["user_id", "rank"]),
             "eval_metrics": evaluation.metrics,
             "eval_population": evaluation.population,
             "eval_tuning": evaluation.tuning,
@@ -48,10 +59,18 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         row_counts = {name: frame.height for name, frame in tables.items()}
         record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
                             faiss_index=str(faiss_index.path), row_counts=row_counts,
-                            llm_calls=explanations.llm_calls, llm_tokens=explanations.llm_tokens)
+                            llm_calls=sum(batch.llm_calls for batch in batches),
+                            llm_tokens=sum(batch.llm_tokens for batch in batches))
         publish(config.warehouse_path, tables, record, on_step=lambda step: fault_point(f"warehouse/{step}"))
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
         meta.update(path=dg.MetadataValue.path(str(config.warehouse_path)), run_id=context.run_id,
-                    old_indexes_removed=len(removed))
+                    old_indexes_removed=len(removed), user_buckets=USER_BUCKETS)
     return dg.MaterializeResult(metadata=meta)
+
+
+PER_USER = [assets.content.user_profiles, assets.recommendations.recommendations, assets.explanations.explanations]
+
+
+class BucketsOutOfStepError(RuntimeError):
+    """The per-user buckets were not all computed from the shared results being published."""

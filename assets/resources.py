@@ -1,10 +1,19 @@
-"""Dagster resources: the project's settings, read from config.json and the environment, and the run lock."""
+"""Dagster resources: the project's settings, read from config.json and the environment, with the run lock;
+and the IO manager that hands assets from step to step as files (bucket by bucket for the per-user assets)."""
 
 from __future__ import annotations
 
-import dagster as dg
-from pydantic import PrivateAttr
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
+import dagster as dg
+from pydantic import Field, PrivateAttr
+
+from assets.buckets import per_user_only
 from pipeline.config import Settings, load_settings
 from pipeline.runlock import RunLock
 from pipeline.warehouse import catch_up_snapshot
@@ -13,9 +22,11 @@ from pipeline.warehouse import catch_up_snapshot
 class ShopSettings(dg.ConfigurableResource):
     """The project's `Settings`; `config_path` empty means $SHOPREC_CONFIG or the project's config.json.
 
-    Set up once per run, it takes the warehouse's run lock for the run's whole life: a second run started
-    while one is going refuses with the holder named (see `pipeline.runlock`). Holding it, it first lets the
-    API catch up with a run that was committed but killed before its snapshot was written."""
+    Set up once per run (once per step process with a multi-process executor), it takes the warehouse's run
+    lock for the run's whole life: a second run started while one is going refuses with the holder named
+    (see `pipeline.runlock`; a run's own processes share it). Holding it, it first lets the API catch up with
+    a run that was committed but killed before its snapshot was written. A run of per-user buckets only
+    writes nothing to the warehouse and takes no lock, so bucket runs can run side by side."""
 
     config_path: str = ""
     _lock: RunLock | None = PrivateAttr(default=None)
@@ -24,7 +35,7 @@ class ShopSettings(dg.ConfigurableResource):
         return load_settings(self.config_path or None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if context.dagster_run is None:  # outside a run (e.g. a sensor or a test building it): no lock
+        if context.dagster_run is None or per_user_only(context.dagster_run):  # outside a run: no lock
             return
         warehouse = self.get().warehouse_path
         self._lock = RunLock(warehouse)
@@ -35,3 +46,60 @@ class ShopSettings(dg.ConfigurableResource):
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class BucketedFilesystemIOManager(dg.ConfigurableIOManager):
+    """Each asset's value pickled to `<base_dir>/<asset>` (as Dagster's filesystem IO manager does), where
+    a per-user asset's step returns `{bucket: value}` for the buckets of its run, stored as
+    `<base_dir>/<asset>/<bucket>`, and is read back as `{bucket: value}` for whichever buckets a later step
+    needs. Files are written whole, then renamed, so a reader on shared storage never sees half of one.
+
+    `base_dir` empty means the Dagster instance's storage folder; steps on several machines need it on
+    storage they all mount (docs/cluster/)."""
+
+    base_dir: str = Field(default="", description="Folder for the files; empty: $DAGSTER_HOME/storage.")
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        root = self._root(context.step_context.instance)
+        if not context.has_asset_partitions:
+            _dump(root.joinpath(*context.asset_key.path), obj)
+            return
+        keys = context.asset_partition_keys
+        if not isinstance(obj, Mapping) or set(obj) != set(keys):
+            raise TypeError(f"{context.asset_key.to_user_string()} must return {{bucket: value}} for "
+                            f"exactly the buckets of its run ({', '.join(keys)})")
+        folder = root.joinpath(*context.asset_key.path)
+        if folder.is_file():  # the asset was not partitioned before
+            folder.unlink()
+        for key in keys:
+            _dump(folder / key, obj[key])
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        path = self._root(context.instance).joinpath(*context.asset_key.path)
+        if not context.has_asset_partitions:
+            return _load(path)
+        missing = [key for key in context.asset_partition_keys if not (path / key).exists()]
+        if missing:
+            raise FileNotFoundError(f"{context.asset_key.to_user_string()} has no {', '.join(missing)} in {path}: "
+                                    "materialize those buckets first (the nightly job does every bucket)")
+        return {key: _load(path / key) for key in context.asset_partition_keys}
+
+    def _root(self, instance: dg.DagsterInstance) -> Path:
+        return Path(self.base_dir or instance.storage_directory())
+
+
+def _dump(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        try:
+            pickle.dump(obj, file, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            os.unlink(file.name)
+            raise
+    os.replace(file.name, path)
+
+
+def _load(path: Path) -> Any:
+    with open(path, "rb") as file:
+        return pickle.load(file)

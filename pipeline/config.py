@@ -94,7 +94,8 @@ class ExplanationsConfig:
     concurrency: int = 8
     """Calls in flight at once."""
     max_calls: int = 2000
-    """Budget per run: completions requested (a re-asked unparseable reply counts)."""
+    """Budget per run: completions requested (a re-asked unparseable reply counts); each user bucket gets an
+    equal share, rounded up."""
     max_tokens: int = 1000000
     """Budget per run: prompt + completion tokens as the endpoint reports them."""
     breaker_failures: int = 5
@@ -155,6 +156,24 @@ class FrontendConfig:
     items_per_page: int = 12
 
 
+EXECUTORS = ("in_process", "multiprocess", "dask", "k8s", "celery")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    user_buckets: int = 4
+    """Users are split into this many buckets by a stable hash of their id: the Dagster partitions of the
+    per-user assets. One run can do every bucket, or one run per bucket fans out. Read when the definitions
+    load; changing it renames the partitions, so the next run must be a whole one."""
+    executor: str = "in_process"
+    """How a run's steps execute: `in_process` (one process, fastest on one machine), `multiprocess` (a
+    process per step, as many at once as cores), or on an existing engine: `dask` (dagster-dask), `k8s`
+    (dagster-k8s) or `celery` (dagster-celery), whose address goes in the run config (docs/cluster/)."""
+    step_storage: str = ""
+    """Folder where steps leave their results for the next steps (Dagster's IO manager); empty:
+    $DAGSTER_HOME/storage. When steps run on several machines, a folder on storage they all mount."""
+
+
 @dataclass(frozen=True)
 class Settings:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -165,6 +184,7 @@ class Settings:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     base_dir: Path = field(default=PROJECT_ROOT, compare=False)
     """Relative paths in `data` resolve against the config file's folder."""
 
@@ -315,6 +335,8 @@ def _validate(settings: Settings) -> None:
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
+        ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),
+        ("scale.executor", settings.scale.executor in EXECUTORS, f"must be one of {', '.join(EXECUTORS)}"),
         ("api.max_k", 1 <= settings.api.max_k <= 1000, "must be between 1 and 1000"),
         ("explanations.provider", settings.explanations.provider in {"auto", "template", "openai"},
          "must be auto, template or openai"),

@@ -202,8 +202,11 @@ def api_server(config_path: Path) -> Iterator[str]:
 
 
 def metadata_value(result: dg.ExecuteInProcessResult, asset: str, key: str):
-    materialization = result.asset_materializations_for_node(asset)[0]
-    return materialization.metadata[key].value
+    """A metadata value of the asset's materialization; of a per-user asset, its sum over the run's buckets."""
+    materializations = result.asset_materializations_for_node(asset)
+    if materializations[0].partition is None:
+        return materializations[0].metadata[key].value
+    return sum(m.metadata[key].value for m in materializations)
 
 
 # The fault report: bad-input and fault tests record what they saw; the table prints after the run

@@ -1,0 +1,118 @@
+"""User buckets as Dagster partitions: the per-user assets (`user_profiles`, `recommendations`,
+`explanations`) are partitioned by a stable hash of the user id (`pipeline.buckets`), everything else is not.
+
+A step of a per-user asset does whichever buckets its run targets (one, several or all) and returns
+`{bucket: value}`; `BucketedFilesystemIOManager` stores one file per bucket. The nightly job targets every
+bucket in one run; a backfill runs one bucket per run (Dagster's default backfill policy), so the per-user
+work fans out over as many run workers as the deployment has. Publishing reads every bucket, after checking
+that all of them were computed from the same shared results it publishes (`buckets_out_of_step`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from pipeline.buckets import split_by_bucket
+from pipeline.config import load_settings
+
+USER_BUCKETS = load_settings().scale.user_buckets
+PER_USER_ASSETS = ("user_profiles", "recommendations", "explanations")
+BUCKETS_JOB = "nightly_buckets"
+
+
+def bucket_name(bucket: int, buckets: int = USER_BUCKETS) -> str:
+    """The partition key of bucket `bucket`: bucket-0 .. bucket-3, or zero-padded (bucket-00 ..) so they sort."""
+    return f"bucket-{bucket:0{len(str(buckets - 1))}d}"
+
+
+BUCKET_NAMES = [bucket_name(b) for b in range(USER_BUCKETS)]
+# A backfill of these partitions makes one run per bucket (Dagster's default backfill policy): that is how
+# the per-user work fans out over run workers.
+user_buckets = dg.StaticPartitionsDefinition(BUCKET_NAMES)
+# The nightly run covers every bucket in one run (each per-user step loops over them).
+EVERY_BUCKET = {"dagster/asset_partition_range_start": BUCKET_NAMES[0],
+                "dagster/asset_partition_range_end": BUCKET_NAMES[-1]}
+
+
+def events_by_bucket(context: dg.AssetExecutionContext, interactions: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The events of the users in each bucket this step does, keyed by partition key."""
+    wanted = {BUCKET_NAMES.index(key): key for key in context.partition_keys}
+    parts = split_by_bucket(interactions, USER_BUCKETS, wanted=sorted(wanted))
+    return {wanted[bucket]: frame for bucket, frame in parts.items()}
+
+
+@contextmanager
+def bucket_reported(context: dg.AssetExecutionContext, key: str) -> Iterator[dict[str, Any]]:
+    """Time one bucket; the body fills the yielded dict, which becomes that partition's metadata."""
+    started = time.perf_counter()
+    metadata: dict[str, Any] = {}
+    yield metadata
+    metadata["bucket_seconds"] = dg.MetadataValue.float(round(time.perf_counter() - started, 3))
+    context.add_asset_metadata(metadata, partition_key=key)
+
+
+def per_user_only(run: dg.DagsterRun) -> bool:
+    """A run of per-user buckets only (the fan-out): it writes nothing to the warehouse."""
+    if run.job_name == BUCKETS_JOB:
+        return True
+    selected = {key.to_user_string() for key in run.asset_selection or ()}
+    return bool(selected) and selected <= set(PER_USER_ASSETS)
+
+
+def merged(frames: Sequence[pl.DataFrame], by: Sequence[str]) -> pl.DataFrame:
+    """Buckets' frames as one, sorted by `by` (the order a single-process run produces); empty buckets,
+    whose columns may lack a type, are left out."""
+    filled = [frame for frame in frames if frame.height] or list(frames[:1])
+    return pl.concat(filled).sort(by) if filled else pl.DataFrame()
+
+
+def buckets_out_of_step(instance: dg.DagsterInstance, assets: Sequence[dg.AssetsDefinition]) -> list[str]:
+    """Why the latest materializations of every bucket of `assets` cannot be published together (empty when
+    they can): a bucket never materialized, a bucket computed from another materialization of a shared
+    (unpartitioned) parent than its latest, or a bucket older than the same bucket of its per-user parent.
+
+    Dagster records which materialization of each parent a materialization read (its data provenance), so
+    buckets made by separate runs are checked against the very results publishing reads."""
+    per_user = {asset.key for asset in assets}
+    latest_cache: dict[tuple[dg.AssetKey, str | None], Any] = {}
+
+    def latest(key: dg.AssetKey, partition: str | None = None):
+        if (key, partition) not in latest_cache:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+                limit=1).records
+            latest_cache[key, partition] = records[0] if records else None
+        return latest_cache[key, partition]
+
+    problems = []
+    for asset in assets:
+        name = asset.key.to_user_string()
+        for bucket in BUCKET_NAMES:
+            record = latest(asset.key, bucket)
+            if record is None:
+                problems.append(f"{name} {bucket} was never materialized")
+                continue
+            provenance = dg.DataProvenance.from_tags(record.asset_materialization.tags or {})
+            read = provenance.input_storage_ids if provenance else {}
+            stale = []
+            for parent in sorted(asset.dependency_keys):
+                if parent in per_user:
+                    upstream = latest(parent, bucket)
+                    if upstream is None or upstream.storage_id > record.storage_id:
+                        problems.append(f"{name} {bucket} is older than {parent.to_user_string()} {bucket}")
+                elif (upstream := latest(parent)) is not None and read.get(parent) != upstream.storage_id:
+                    stale.append(parent.to_user_string())
+            if stale:
+                problems.append(f"{name} {bucket} was computed from earlier {', '.join(stale)}")
+    return problems
+
+
+def by_bucket(value: Mapping[str, Any]) -> list[Any]:
+    """A per-user input's buckets, in bucket order."""
+    return [value[key] for key in BUCKET_NAMES if key in value]
