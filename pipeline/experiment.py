@@ -52,7 +52,7 @@ class EvaluationSettings:
     """Targets among this share of most-engaged products are `popular_targets`, the rest `long_tail_targets`."""
     max_users: int = 10_000
     """Users scored per split at most (a fixed random sample beyond); 0: everyone."""
-    ease_max_products: int = 5_000
+    ease_max_products: int = 3_000
     """EASE is left out of catalogs larger than this (its inverse is dense, products x products)."""
     seed: int = 20261126
 
