@@ -171,7 +171,39 @@ def user_lists_suite() -> Suite:
 
 def validate(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str, tuple[str, str]]]:
     """Run `suite` over `frame` (which carries a 1-based `row` column) with Great Expectations; returns each
-    expectation's outcome and, by rule name, its effect and meaning."""
+    expectation's outcome and, by rule name, its effect and meaning.
+
+    A large frame is validated `VALIDATE_ROWS` rows at a time (Great Expectations works on a pandas copy, so
+    20 million events at once would need many GB); each rule's outcomes are then added up: failing rows and
+    counts summed, examples from the first chunks, a table-level rule judged on the whole. A rule across rows
+    (unique user and product pairs) then holds within each chunk: frames keep a user's rows together, so
+    only a list split by a chunk's edge goes unchecked across it."""
+    if frame.height <= VALIDATE_ROWS:
+        return _validate_chunk(frame, suite)
+    chunks = [_validate_chunk(frame.slice(start, VALIDATE_ROWS), suite)
+              for start in range(0, frame.height, VALIDATE_ROWS)]
+    effects = chunks[0][1]
+    merged = []
+    for parts in zip(*(outcomes for outcomes, _ in chunks)):
+        first = parts[0]
+        if effects[first.rule][0] == "table":
+            # Only the row count is a table rule today: the whole has rows when any chunk has.
+            merged.append(Outcome(rule=first.rule, column=first.column, passed=any(o.passed for o in parts),
+                                  observed=str(frame.height), examples=[]))
+            continue
+        failing = sum(int(o.observed.split(" of ")[0]) for o in parts if " of " in o.observed)
+        merged.append(Outcome(rule=first.rule, column=first.column, passed=all(o.passed for o in parts),
+                              observed=f"{failing} of {frame.height} rows",
+                              examples=[e for o in parts for e in o.examples][:EXAMPLES],
+                              rows=[r for o in parts for r in o.rows]))
+    return merged, effects
+
+
+VALIDATE_ROWS = 2_000_000
+"""Rows given to Great Expectations at once."""
+
+
+def _validate_chunk(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str, tuple[str, str]]]:
     import great_expectations as gx
 
     context = _context()
