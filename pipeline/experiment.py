@@ -258,27 +258,22 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     def keep_hybrid(scores: HybridScores, block):
         """The hybrid at every alpha. What production lists: only its candidate pool can be recommended, so
         products outside it rank below every pool product (fused scores lie in [0, 1]: outside, 2 less).
-        Lists come from the pool's few hundred columns, not from every product, unless a user's pool is
-        shorter than the lists."""
+        Lists come from the pool; a user whose pool is shorter than the lists has the rest filled from
+        every other product, scored on demand."""
         users_in, purchased, in_block, local = block
-        columns = _true_columns(scores.pool)
-        safe, valid = np.maximum(columns, 0), columns >= 0
-        pool_content = np.take_along_axis(scores.content, safe, axis=1)
-        pool_behavior = np.take_along_axis(scores.behavior, safe, axis=1)
-        short = np.flatnonzero(valid.sum(axis=1) < depth)
-        negative = negatives[users_in][local]
-        at_negatives = [np.take_along_axis(part[local], negative, axis=1)
-                        for part in (scores.content, scores.behavior, scores.pool)]
-        at_targets = [part[local, pair_items[in_block]] for part in (scores.content, scores.behavior, scores.pool)]
+        short = np.flatnonzero((scores.columns >= 0).sum(axis=1) < depth)
+        every = np.arange(n_items)[None, :]
+        at_short = scores.at(short[:, None], every) if len(short) else None
+        at_negatives = scores.at(local[:, None], negatives[users_in][local])
+        at_targets = scores.at(local, pair_items[in_block])
 
         def outside_pool_lower(content, behavior, pool, alpha):
             return fuse_scores(content, behavior, alpha) - 2.0 * ~pool
 
         for alpha in settings.alphas:
-            fused = np.where(valid, fuse_scores(pool_content, pool_behavior, alpha), -np.inf)
-            top = _top_of(columns, fused, depth)
+            top = _top_of(scores.columns, scores.fused(alpha), depth)
             if len(short):
-                dense = outside_pool_lower(scores.content[short], scores.behavior[short], scores.pool[short], alpha)
+                dense = outside_pool_lower(*at_short, alpha)
                 top[short] = _top_n(np.where(purchased[short], -np.inf, dense), depth)
             record("hybrid", alpha, top, outside_pool_lower(*at_targets, alpha),
                    outside_pool_lower(*at_negatives, alpha), block)

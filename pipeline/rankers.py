@@ -1,8 +1,9 @@
-"""Models scored side by side in offline evaluation, each giving dense scores for a block of users.
+"""Models scored side by side in offline evaluation, each scoring a block of users.
 
 - `PopularityRanker`: how many users engaged with each product; the same list for everyone.
 - `HybridRanker`: the production model (content profile + item co-occurrence, fused by alpha), with the
-  same candidate pool and scaling as `pipeline.recommend`, scored densely so any alpha is one mix away.
+  same candidate pool and scaling as `pipeline.recommend`: scores of the pool, and of any other pair on
+  demand, so any alpha is one mix away and nothing users x products is held.
 - `EaseRanker`: EASE (Steck, WWW 2019), a strong linear item-item reference with a closed form.
 """
 
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
 
 from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import InteractionMatrix, user_profiles
-from pipeline.recommend import top_columns, fuse_scores, scale_behavior, scale_content
+from pipeline.recommend import SparseLookup, fuse_scores, merge_candidates, scale_behavior, scale_content
+from pipeline.vector_index import search
 
 
 @dataclass
@@ -57,15 +60,45 @@ class EaseRanker:
 
 @dataclass
 class HybridScores:
-    """For a block of users: scaled content and behavioural scores for every product, and the pool of
-    candidates production would rank (the scaling constants come from that pool)."""
+    """For a block of users: the pool of candidates production would rank (`columns`, -1 pads) with their
+    scaled content and behavioural scores, and the per-user scaling constants (taken from the pool), so
+    any other (user, product) pair can be scored the same way with `at`."""
 
+    columns: np.ndarray
     content: np.ndarray
     behavior: np.ndarray
-    pool: np.ndarray
+    profiles: np.ndarray = field(repr=False)
+    item_vectors: np.ndarray = field(repr=False)
+    raw_behavior: SparseLookup = field(repr=False)
+    in_pool: SparseLookup = field(repr=False)
+    content_low: np.ndarray = field(repr=False)
+    content_span: np.ndarray = field(repr=False)
+    behavior_high: np.ndarray = field(repr=False)
 
     def fused(self, alpha: float) -> np.ndarray:
-        return fuse_scores(self.content, self.behavior, alpha)
+        """The pool's fused scores (-inf at padding)."""
+        return np.where(self.columns >= 0, fuse_scores(self.content, self.behavior, alpha), -np.inf)
+
+    def at(self, rows: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scaled content, scaled behaviour, in the pool) for users `rows` (of the block) x `items`, any
+        broadcastable shapes."""
+        cosine = self._cosine(rows, items)
+        rows, items = np.broadcast_arrays(rows, items)
+        low, span = self.content_low[rows], self.content_span[rows]
+        content = np.divide(cosine - low, span, out=np.ones_like(cosine), where=np.isfinite(span) & (span > 0))
+        raw, high = np.maximum(self.raw_behavior.get(rows, items), 0.0), self.behavior_high[rows]
+        behavior = np.divide(raw, high, out=np.zeros_like(raw), where=high > 0)
+        return np.clip(content, 0.0, 1.0), np.clip(behavior, 0.0, 1.0), self.in_pool.get(rows, items) > 0
+
+
+    def _cosine(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """profile . item for the broadcast pairs, without gathering a profile once per pair."""
+        if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2 and items.shape[0] == 1:  # users x products
+            return self.profiles[rows[:, 0]] @ self.item_vectors[items[0]].T
+        if rows.ndim == 2 and rows.shape[1] == 1:  # each user x their own products
+            return np.matmul(self.item_vectors[items], self.profiles[rows[:, 0]][:, :, None])[:, :, 0]
+        rows, items = np.broadcast_arrays(rows, items)
+        return np.einsum("...d,...d->...", self.profiles[rows], self.item_vectors[items])
 
 
 @dataclass
@@ -76,29 +109,43 @@ class HybridRanker:
     profiles_: np.ndarray = field(default=None, repr=False)
     item_vectors_: np.ndarray = field(default=None, repr=False)
     behavior_: ItemCooccurrence = field(default=None, repr=False)
+    index_: faiss.Index = field(default=None, repr=False)
 
     def fit(self, matrix: InteractionMatrix, item_vectors: np.ndarray,
             behavior: ItemCooccurrence | None = None) -> "HybridRanker":
         """`behavior`: a co-occurrence model already fitted on the same users' engagement, to reuse."""
         self.matrix_ = matrix
-        self.item_vectors_ = item_vectors
+        self.item_vectors_ = np.ascontiguousarray(item_vectors, dtype=np.float32)
         self.profiles_ = user_profiles(matrix, item_vectors)
         self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
+        self.index_ = faiss.IndexFlatIP(self.item_vectors_.shape[1])
+        self.index_.add(self.item_vectors_)
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:
-        """Dense scores for `rows`. The pool is the top `candidates` not-yet-purchased products by content
-        (what an exact FAISS search gives) and by behaviour, as in `pipeline.recommend`; stock is ignored,
-        since it is today's, not the evaluation window's."""
-        cosine = self.profiles_[rows] @ self.item_vectors_.T
-        raw_behavior = self.behavior_.score(self.matrix_.weights[rows]).toarray()
-        purchased = self.matrix_.purchased[rows].toarray() > 0
-        pool = np.zeros_like(purchased)
-        by_content = top_columns(np.where(purchased, -np.inf, cosine + 2.0), self.candidates)
-        by_behavior = top_columns(np.where(purchased, 0.0, raw_behavior), self.candidates)
-        users = np.arange(len(rows))[:, None]
-        for columns in (by_content, by_behavior):
-            pool[np.broadcast_to(users, columns.shape)[columns >= 0], columns[columns >= 0]] = True
-        pool &= ~purchased
-        return HybridScores(content=scale_content(cosine, pool), behavior=scale_behavior(raw_behavior, pool),
-                            pool=pool)
+        """The candidate pool of `rows`: the top `candidates` not-yet-purchased products by content (an exact
+        FAISS search) and by behaviour, as in `pipeline.recommend`; stock is ignored, since it is today's,
+        not the evaluation window's. Nothing users x products is held."""
+        n = self.candidates
+        purchased = SparseLookup(self.matrix_.purchased[rows])
+        local = np.arange(len(rows))[:, None]
+        deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
+        cosine_found, found = search(self.index_, self.profiles_[rows], n + deepest)
+        usable = (found >= 0) & (purchased.get(local, found) == 0)
+        content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
+        raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
+        behavior_rows = raw.top_per_row(n, lambda r, c: purchased.get(r, c) == 0)
+        columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, self.profiles_[rows],
+                                           self.item_vectors_)
+        valid = columns >= 0
+        low = np.where(valid, cosine, np.inf).min(axis=1)
+        span = np.where(valid, cosine, -np.inf).max(axis=1) - low
+        raw_at_pool = np.maximum(raw.get(local, np.maximum(columns, 0)), 0.0)
+        high = np.where(valid, raw_at_pool, 0.0).max(axis=1)
+        pool_rows = np.broadcast_to(local, columns.shape)[valid]
+        in_pool = SparseLookup(sp.csr_matrix((np.ones(valid.sum(), dtype=np.float32), (pool_rows, columns[valid])),
+                                             shape=(len(rows), len(self.item_vectors_))))
+        return HybridScores(columns=columns, content=scale_content(cosine, valid),
+                            behavior=scale_behavior(raw_at_pool, valid), profiles=self.profiles_[rows],
+                            item_vectors=self.item_vectors_, raw_behavior=raw, in_pool=in_pool, content_low=low,
+                            content_span=span, behavior_high=high)

@@ -141,7 +141,7 @@ class _BlockScorer:
         raw = SparseLookup(self.behavior.score(weights))
         behavior_rows = raw.top_per_row(n, lambda r, c: self.in_stock[c] & (purchased.get(r, c) == 0))
 
-        candidates, cosine = _merge_candidates(content_rows, cosine_found, behavior_rows,
+        candidates, cosine = merge_candidates(content_rows, cosine_found, behavior_rows,
                                                self.profiles[rows], self.item_vectors)
         valid = candidates >= 0
         safe = np.maximum(candidates, 0)
@@ -218,7 +218,7 @@ def _by_row_then_value(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.argsort((rows.astype(np.int64) << 32) | (0xFFFFFFFF - bits), kind="stable")
 
 
-def _merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behavior_rows: np.ndarray,
+def merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behavior_rows: np.ndarray,
                       profiles: np.ndarray, item_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each user's content and behavioural candidates, each product once (-1 pads), with its cosine: from
     the search for content candidates, computed for the behavioural ones."""

@@ -66,6 +66,8 @@ def ids_path(index_path: Path) -> Path:
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` rows by inner product for each query: (scores, row numbers; -1 where fewer were found)."""
     k = min(k, index.ntotal)
+    if k <= 0:  # an empty index (say, nothing in stock) finds nothing
+        return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
