@@ -10,7 +10,7 @@ from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_b
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
-from pipeline.explain import CatalogTerms, ExplanationBatch, build_facts, explanations_frame, llm_selection
+from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, explanations_frame, llm_selection
 from pipeline.llm import resolve_llm, write_explanations
 
 
@@ -31,9 +31,10 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
     with reported(context) as meta:
         buckets = [bucket for bucket in BUCKET_NAMES if bucket in recommendations]
         ranked = pl.concat([recommendations[bucket] for bucket in buckets])
-        # Facts and the LLM selection are made once for the run's buckets (one pass over the catalog and the
-        # co-occurrence pairs); "active" users count from the newest event of the whole log.
-        facts = build_facts(ranked, products, pl.concat(events_by_bucket(context, interactions).values()),
+        # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
+        # co-occurrence pairs); the cards' facts are made a bucket at a time, so only one bucket's are held.
+        # "Active" users count from the newest event of the whole log.
+        source = FactSource(products, pl.concat(events_by_bucket(context, interactions).values()),
                             behavior_model.pairs())
         use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
         terms = CatalogTerms(products)
@@ -41,8 +42,8 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         for bucket in buckets:
             last = first + recommendations[bucket].height
             with bucket_reported(context, bucket) as bucket_meta:
-                rows, stats = write_explanations(facts[first:last], use_llm[first:last], llm, terms,
-                                                 config.cache_dir / "explanations.sqlite")
+                rows, stats = write_explanations(source.facts(recommendations[bucket]), use_llm[first:last], llm,
+                                                 terms, config.cache_dir / "explanations.sqlite")
                 batches[bucket] = ExplanationBatch(frame=explanations_frame(rows), llm_calls=stats.calls,
                                                    llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
                                                    fallbacks=dict(stats.fallbacks))

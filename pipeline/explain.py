@@ -119,23 +119,43 @@ def normalize(text: str) -> str:
 def build_facts(recommendations: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
                 cooccurrence: pl.DataFrame) -> list[Facts]:
     """The facts of every recommendation row (user_id, rank, product_id, scores, evidence_product_ids)."""
-    catalog = {row["product_id"]: {**row, "title": clean(row["title"]),
-                                   "description": clean(row["description"])[:DESCRIPTION_EXCERPT]}
-               for row in products.select("product_id", "title", "category", "attributes", "description")
-               .iter_rows(named=True)}  # cleaned once per product, not once per card
-    strongest = (
-        interactions.with_columns(strength=pl.col("event_type").replace_strict(
-            {"purchase": 3, "cart": 2, "rating": 2, "view": 1}, default=0, return_dtype=pl.Int8))
-        .group_by("user_id", "product_id").agg(pl.col("strength").max())
-    )
-    how = {(u, p): s for u, p, s in strongest.iter_rows()}
-    co_counts = {(a, b): int(c) for a, b, c in cooccurrence.select("product_id", "neighbor_id", "co_count").iter_rows()}
-    facts = []
-    for row in recommendations.iter_rows(named=True):
-        product = catalog[row["product_id"]]
-        evidence = [catalog[p] for p in (row["evidence_product_ids"] or []) if p in catalog]
-        facts.append(_facts_for(row, product, evidence, how, co_counts))
-    return facts
+    return FactSource(products, interactions, cooccurrence).facts(recommendations)
+
+
+class FactSource:
+    """What cards' facts are drawn from, prepared once per run: the catalog (cleaned once per product), each
+    user's strongest engagement with each product, and the co-engagement counts. `facts` then serves any
+    slice of the recommendations (a bucket of users), holding only that slice's cards in memory."""
+
+    def __init__(self, products: pl.DataFrame, interactions: pl.DataFrame, cooccurrence: pl.DataFrame):
+        self.catalog = {row["product_id"]: {**row, "title": clean(row["title"]),
+                                            "description": clean(row["description"])[:DESCRIPTION_EXCERPT]}
+                        for row in products.select("product_id", "title", "category", "attributes", "description")
+                        .iter_rows(named=True)}
+        self.strongest = (
+            interactions.with_columns(strength=pl.col("event_type").replace_strict(
+                {"purchase": 3, "cart": 2, "rating": 2, "view": 1}, default=0, return_dtype=pl.Int8))
+            .group_by("user_id", "product_id").agg(pl.col("strength").max())
+        )
+        self.cooccurrence = cooccurrence.select("product_id", "neighbor_id", "co_count")
+
+    def facts(self, recommendations: pl.DataFrame) -> list[Facts]:
+        # Only the engagement and co-engagement these cards can mention (their evidence items), not the
+        # whole log's: a million users' pairs would not fit in Python dicts.
+        evidence = (recommendations.select("user_id", "product_id", item="evidence_product_ids")
+                    .explode("item").drop_nulls("item"))
+        how_rows = evidence.select("user_id", pl.col("item").alias("product_id")).unique().join(
+            self.strongest, on=["user_id", "product_id"])
+        how = {(u, p): s for u, p, s in how_rows.iter_rows()}
+        co_rows = evidence.select(pl.col("item").alias("product_id"), pl.col("product_id").alias("neighbor_id")
+                                  ).unique().join(self.cooccurrence, on=["product_id", "neighbor_id"])
+        co_counts = {(a, b): int(c) for a, b, c in co_rows.iter_rows()}
+        catalog, facts = self.catalog, []
+        for row in recommendations.iter_rows(named=True):
+            product = catalog[row["product_id"]]
+            items = [catalog[p] for p in (row["evidence_product_ids"] or []) if p in catalog]
+            facts.append(_facts_for(row, product, items, how, co_counts))
+        return facts
 
 
 _VERBS = {3: "bought", 2: "added to your cart", 1: "viewed"}
