@@ -40,7 +40,8 @@ def dagster_cli(job: str, env: dict, run_config, tags: dict | None = None) -> su
 
 
 def finished(process: subprocess.Popen, what: str) -> None:
-    _, stderr = process.communicate(timeout=300)
+    # A guard against a hung run, not a speed limit: on a loaded 2-core machine one run took over 5 minutes.
+    _, stderr = process.communicate(timeout=900)
     assert process.returncode == 0, f"{what} failed:\n{stderr[-4000:]}"
 
 
