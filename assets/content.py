@@ -23,7 +23,8 @@ def product_embeddings(context: dg.AssetExecutionContext, settings: ShopSettings
     with reported(context) as meta:
         embeddings = embed_products(products, config.model.embedding_model,
                                     config.cache_dir / "embeddings.duckdb", config.model.encode_batch_size,
-                                    on_chunk=lambda: fault_point("product_embeddings/chunk"))
+                                    on_chunk=lambda: fault_point("product_embeddings/chunk"),
+                                    backend=config.model.embedding_backend)
         meta.update({"dagster/row_count": len(embeddings.product_ids), "encoded": embeddings.encoded,
                      "from_cache": embeddings.cached, "dimensions": int(embeddings.vectors.shape[1]),
                      "model": config.model.embedding_model})

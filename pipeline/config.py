@@ -25,6 +25,10 @@ class ConfigError(ValueError):
 class ModelConfig:
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     """Sentence-transformers model name or local folder; all-MiniLM-L6-v2 loads offline from its package."""
+    embedding_backend: str = "torch"
+    """How the model runs on CPU: `torch` (sentence-transformers on PyTorch), `onnx` (ONNX Runtime, fp32) or
+    `onnx-int8` (ONNX Runtime with int8 weights: faster, vectors within ~1% of torch's, see bench/README.md).
+    The ONNX files are exported once from the local weights into `data.cache_dir`/models."""
     hybrid_alpha: float | str = "auto"
     """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1], or
     "auto" for the alpha the nightly evaluation picks on validation."""
@@ -304,6 +308,8 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
 
 
 def _validate(settings: Settings) -> None:
+    from pipeline.embeddings import EMBEDDING_BACKENDS
+
     model = settings.model
     evaluation = settings.evaluation
     checks = [
@@ -324,6 +330,8 @@ def _validate(settings: Settings) -> None:
         ("model.top_k", model.top_k >= 1, "must be at least 1"),
         ("model.candidates", model.candidates >= model.top_k, "must be at least model.top_k"),
         ("model.faiss_index", model.faiss_index in {"flat", "hnsw", "ivf"}, "must be one of flat, hnsw, ivf"),
+        ("model.embedding_backend", model.embedding_backend in EMBEDDING_BACKENDS,
+         f"must be one of {', '.join(EMBEDDING_BACKENDS)}"),
         ("model.similar_products", model.similar_products >= 1, "must be at least 1"),
         ("model.recency_half_life_days", model.recency_half_life_days > 0, "must be positive"),
         ("model.recency_half_life_events",
