@@ -3,11 +3,12 @@
     python -m bench.embeddings                 (--texts 1000 --repeats 5; --readme writes bench/README.md)
 
 For each backend (config `model.embedding_backend`): texts/second on the first N product texts of the sample
-catalog (median and range of interleaved repeats) and on every product text of the real datasets (one pass) in
+catalog (median and range of repeats) and on every product text of the real datasets (one pass) in
 bench/datasets.json; the speedup against torch; the cosine of each vector with torch fp32's (mean, min);
 and the content-only model's test NDCG@10 / Hit@10 on each dataset and protocol (95% bootstrap interval for
-torch, change against torch for the others). Timings are warm: after the export and a warm-up batch, with
-torch's threads and ONNX Runtime's parallel runs set to the core count.
+torch, change against torch for the others). Timings are warm (after the export and a warm-up batch), with
+torch's threads and ONNX Runtime's parallel runs set to the core count, and the backends take turns every
+four batches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import platform
 import re
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -49,10 +51,18 @@ class BackendResult:
     """(dataset, protocol) -> metric -> the test row of the content-only model."""
 
 
-def timed_encode(encoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
-    started = time.perf_counter()
-    vectors = encoder.encode(texts, batch_size)
-    return vectors, len(texts) / (time.perf_counter() - started)
+def interleaved_encode(encoders: dict, texts: list[str], batch_size: int) -> dict[str, tuple[np.ndarray, float]]:
+    """Each backend's vectors of `texts` and its texts/second. The backends take turns every few batches, so
+    a neighbour's load (this machine is shared) falls on all of them alike rather than on whoever runs then."""
+    chunk = batch_size * 4
+    parts: dict[str, list[np.ndarray]] = {b: [] for b in encoders}
+    seconds = dict.fromkeys(encoders, 0.0)
+    for start in range(0, len(texts), chunk):
+        for backend, encoder in encoders.items():
+            started = time.perf_counter()
+            parts[backend].append(encoder.encode(texts[start:start + chunk], batch_size))
+            seconds[backend] += time.perf_counter() - started
+    return {b: (np.concatenate(parts[b]), len(texts) / seconds[b]) for b in encoders}
 
 
 def content_only_quality(dataset, product_ids: list[str], vectors: np.ndarray, config) -> dict:
@@ -85,26 +95,21 @@ def run(backends: list[str], n_texts: int, repeats: int, datasets: list[str]) ->
         encoder.encode(sample[:batch_size], batch_size)  # warm-up
 
     results = {b: BackendResult() for b in backends}
-    reference: dict[str, np.ndarray] = {}
-    for _ in range(repeats):
-        # Interleaved, so a neighbour's load spreads over every backend alike.
-        for backend, encoder in encoders.items():
-            vectors, rate = timed_encode(encoder, sample, batch_size)
+    for repeat in range(repeats):
+        encoded = interleaved_encode(encoders, sample, batch_size)
+        for backend, (vectors, rate) in encoded.items():
             results[backend].sample_rates.append(rate)
-            reference.setdefault(backend, vectors)
-    for backend in backends:
-        results[backend].cosines.append((reference[backend] * reference["torch"]).sum(axis=1))
+            if repeat == 0:
+                results[backend].cosines.append((vectors * encoded["torch"][0]).sum(axis=1))
 
     loaded = [load_dataset(name, REGISTRY) for name in datasets]
     for dataset in loaded:
         texts = product_text(dataset.products).to_list()
         product_ids = dataset.products["product_id"].to_list()
-        torch_vectors = None
-        for backend, encoder in encoders.items():
-            vectors, rate = timed_encode(encoder, texts, batch_size)
-            torch_vectors = vectors if backend == "torch" else torch_vectors
+        encoded = interleaved_encode(encoders, texts, batch_size)
+        for backend, (vectors, rate) in encoded.items():
             results[backend].dataset_rates[dataset.name] = rate
-            results[backend].cosines.append((vectors * torch_vectors).sum(axis=1))
+            results[backend].cosines.append((vectors * encoded["torch"][0]).sum(axis=1))
             results[backend].quality.update(content_only_quality(dataset, product_ids, vectors, config))
     load_after = os.getloadavg()
 
@@ -112,8 +117,8 @@ def run(backends: list[str], n_texts: int, repeats: int, datasets: list[str]) ->
     notes = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cores} cores "
              f"({cpu_model()}), {torch.get_num_threads()} torch threads, ONNX Runtime {cores} batches at a time; "
              f"batch size {batch_size}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
-             f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (other users' work on the "
-             f"same cores slows every backend alike, as the repeats are interleaved).")
+             f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared: the "
+             f"backends take turns every 4 batches, so others' work slows them alike).")
     return table, notes
 
 
@@ -173,7 +178,8 @@ def cpu_model() -> str:
 
 def write_readme(table: str, notes: str, command: str) -> None:
     """Add or replace this benchmark's section of bench/README.md, leaving the rest as it is."""
-    section = (f"{SECTION}\n\n`{command}` (bench/embeddings.py) on {notes}\n\n{table}\n")
+    intro = textwrap.fill(f"`{command}` (bench/embeddings.py) on {notes}", width=110)
+    section = f"{SECTION}\n\n{intro}\n\n{table}\n"
     text = README.read_text(encoding="utf-8") if README.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     if pattern.search(text):
