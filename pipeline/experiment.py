@@ -25,7 +25,8 @@ from pipeline.evaluation import (
 )
 from pipeline.profiles import InteractionMatrix, InterestWeighting, interaction_matrix
 from pipeline.rankers import EaseRanker, HybridRanker, HybridScores, PopularityRanker
-from pipeline.recommend import SparseLookup, fuse_scores
+from pipeline.recommend import fuse_scores
+from pipeline.sparse import SparseLookup
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ import scipy.sparse as sp
 
 from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import InteractionMatrix, user_profiles
-from pipeline.recommend import SparseLookup, fuse_scores, merge_candidates, scale_behavior, scale_content
-from pipeline.vector_index import search
+from pipeline.recommend import fuse_scores, merge_candidates, scale_behavior, scale_content
+from pipeline.sparse import SparseLookup
+from pipeline.vector_index import inner_products, search
 
 
 @dataclass
@@ -95,8 +96,8 @@ class HybridScores:
         """profile . item for the broadcast pairs, without gathering a profile once per pair."""
         if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2 and items.shape[0] == 1:  # users x products
             return self.profiles[rows[:, 0]] @ self.item_vectors[items[0]].T
-        if rows.ndim == 2 and rows.shape[1] == 1:  # each user x their own products
-            return np.matmul(self.item_vectors[items], self.profiles[rows[:, 0]][:, :, None])[:, :, 0]
+        if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2:  # each user x their own products
+            return inner_products(self.profiles[rows[:, 0]], self.item_vectors, items)
         rows, items = np.broadcast_arrays(rows, items)
         return np.einsum("...d,...d->...", self.profiles[rows], self.item_vectors[items])
 
@@ -134,7 +135,7 @@ class HybridRanker:
         usable = (found >= 0) & (purchased.get(local, found) == 0)
         content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
         raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
-        behavior_rows = raw.top_per_row(n, lambda r, c: purchased.get(r, c) == 0)
+        behavior_rows = raw.top_per_row(n, excluded=purchased)
         columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, self.profiles_[rows],
                                            self.item_vectors_)
         valid = columns >= 0

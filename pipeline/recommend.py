@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import InteractionMatrix
-from pipeline.vector_index import search
+from pipeline.sparse import SparseLookup
+from pipeline.vector_index import inner_products, search
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class _BlockScorer:
 
         # Behavioural candidates: each user's strongest usable scores, straight from the sparse scores.
         raw = SparseLookup(self.behavior.score(weights))
-        behavior_rows = raw.top_per_row(n, lambda r, c: self.in_stock[c] & (purchased.get(r, c) == 0))
+        behavior_rows = raw.top_per_row(n, columns_allowed=self.in_stock, excluded=purchased)
 
         candidates, cosine = merge_candidates(content_rows, cosine_found, behavior_rows,
                                                self.profiles[rows], self.item_vectors)
@@ -174,82 +175,22 @@ class _BlockScorer:
         })
 
 
-class SparseLookup:
-    """Values of a CSR matrix at arbitrary (row, column) pairs, vectorised (0 where nothing is stored)."""
-
-    def __init__(self, matrix: sp.csr_matrix):
-        matrix = matrix.tocsr()
-        matrix.sort_indices()
-        self.matrix = matrix
-        self.width = np.int64(matrix.shape[1])
-        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-        self.keys = rows * self.width + matrix.indices
-        self.rows = rows
-
-    def get(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
-        """matrix[rows, columns] broadcast together; negative columns read 0."""
-        rows, columns = np.broadcast_arrays(rows, columns)
-        wanted = rows.astype(np.int64) * self.width + np.maximum(columns, 0)
-        at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
-        found = (len(self.keys) > 0) & (columns >= 0)
-        found &= self.keys[at] == wanted if len(self.keys) else False
-        values = self.matrix.data[at] if len(self.keys) else np.zeros(wanted.shape, dtype=self.matrix.dtype)
-        return np.where(found, values, 0).astype(self.matrix.dtype)
-
-    def top_per_row(self, n: int, allowed) -> np.ndarray:
-        """Columns of each row's `n` largest positive values among those `allowed(row, column)`; -1 pads."""
-        data, columns = self.matrix.data, self.matrix.indices.astype(np.int64)
-        ok = (data > 0) & allowed(self.rows, columns)
-        rows, columns, data = self.rows[ok], columns[ok], data[ok]
-        order = _by_row_then_value(rows, data)
-        rows, columns = rows[order], columns[order]
-        rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-        out = np.full((self.matrix.shape[0], n), -1, dtype=np.int64)
-        kept = rank < n
-        out[rows[kept], rank[kept]] = columns[kept]
-        return out
-
-
-def _by_row_then_value(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The order that sorts entries by row, then by non-negative float32 value, largest first, ties kept in
-    their given order (column order for CSR entries): one integer sort, since the bit patterns of
-    non-negative floats sort as the floats do."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
-    return np.argsort((rows.astype(np.int64) << 32) | (0xFFFFFFFF - bits), kind="stable")
-
-
 def merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behavior_rows: np.ndarray,
                       profiles: np.ndarray, item_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each user's content and behavioural candidates, each product once (-1 pads), with its cosine: from
     the search for content candidates, computed for the behavioural ones."""
-    behavior_cosine = _candidate_cosines(profiles, item_vectors, np.maximum(behavior_rows, 0))
+    behavior_cosine = inner_products(profiles, item_vectors, behavior_rows)
     rows = np.hstack([content_rows, behavior_rows])
     cosine = np.hstack([content_cosine, behavior_cosine]).astype(np.float32)
-    order = np.argsort(np.where(rows >= 0, rows, np.iinfo(np.int64).max), axis=1, kind="stable")
+    # By product, a content candidate before the same behavioural one (its cosine is the search's): keys
+    # are unique within a row, so a quicksort orders them reproducibly (3x a stable sort's speed).
+    source = np.arange(rows.shape[1]) >= content_rows.shape[1]
+    order = np.argsort(np.where(rows >= 0, rows * 2 + source, np.iinfo(np.int64).max), axis=1)
     rows, cosine = np.take_along_axis(rows, order, axis=1), np.take_along_axis(cosine, order, axis=1)
     repeat = np.zeros_like(rows, dtype=bool)
     repeat[:, 1:] = rows[:, 1:] == rows[:, :-1]
     rows = np.where(repeat, -1, rows)
     return rows, np.where(rows >= 0, cosine, 0.0)
-
-
-def _candidate_cosines(profiles: np.ndarray, item_vectors: np.ndarray, candidates: np.ndarray,
-                       users_per_chunk: int = 64) -> np.ndarray:
-    """cosine(profile of user u, product candidates[u, c]), gathering a few users' vectors at a time
-    (gathering all at once would copy users x candidates x dimensions floats)."""
-    cosine = np.empty(candidates.shape, dtype=np.float32)
-    for first in range(0, len(candidates), users_per_chunk):
-        rows = slice(first, first + users_per_chunk)
-        cosine[rows] = np.matmul(item_vectors[candidates[rows]], profiles[rows][:, :, None])[:, :, 0]
-    return cosine
-
-
-def top_columns(dense: np.ndarray, n: int) -> np.ndarray:
-    """Columns of each row's `n` largest positive values; -1 fills rows with fewer."""
-    n = min(n, dense.shape[1])
-    top = np.argpartition(-dense, n - 1, axis=1)[:, :n]
-    positive = np.take_along_axis(dense, top, axis=1) > 0
-    return np.where(positive, top, -1)
 
 
 def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: SparseLookup, top: np.ndarray,
@@ -261,40 +202,25 @@ def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: Spar
     behavioural side; each side is scaled by its largest contribution, then the sides are mixed by alpha.
     Ties go to the lower product row.
     """
-    history, w = _strongest_history(weights, EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
-    present = (history >= 0)[:, :, None] & (top >= 0)[:, None, :]  # users x H x K
+    history, w = SparseLookup(weights).strongest_per_row(EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
+    users, k, h = len(top), top.shape[1], history.shape[1]
+    present = (top >= 0)[:, :, None] & (history >= 0)[:, None, :]  # users x K x H
     safe_history, safe_top = np.maximum(history, 0), np.maximum(top, 0)
-    cosine = np.einsum("uhd,ukd->uhk", item_vectors[safe_history], item_vectors[safe_top])
-    content = np.where(present, w[:, :, None] * cosine, 0.0)
-    behavioral = np.where(present, w[:, :, None] * similarity.get(safe_history[:, :, None], safe_top[:, None, :]), 0.0)
+    cosine = inner_products(item_vectors[safe_top.ravel()], item_vectors,
+                            np.repeat(safe_history, k, axis=0)).reshape(users, k, h)
+    content = np.where(present, w[:, None, :] * cosine, 0.0)
+    behavioral = np.where(present, w[:, None, :] * similarity.get(safe_history[:, None, :], safe_top[:, :, None]), 0.0)
     mixed = (1 - alpha) * _share(content) + alpha * _share(behavioral)
-    mixed = np.where(present, mixed, -np.inf).transpose(0, 2, 1)  # users x K x H
+    mixed = np.where(present, mixed, -np.inf)
     tie = np.broadcast_to(np.where(history >= 0, history, np.iinfo(np.int64).max)[:, None, :], mixed.shape)
     order = np.lexsort((tie, -mixed), axis=2)[:, :, :EVIDENCE_ITEMS]
     best = np.take_along_axis(np.broadcast_to(history[:, None, :], mixed.shape), order, axis=2)
     return np.where(np.take_along_axis(mixed, order, axis=2) > 0, best, -1)
 
 
-def _strongest_history(weights: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's `n` most weighted columns (ties to the lower column), in column order, and their weights."""
-    lookup = SparseLookup(weights)
-    data, columns, rows = lookup.matrix.data, lookup.matrix.indices.astype(np.int64), lookup.rows
-    order = _by_row_then_value(rows, np.maximum(data, 0))
-    rows, columns, data = rows[order], columns[order], data[order]
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-    kept = rank < n
-    chosen = np.lexsort((columns[kept], rows[kept]))
-    rows, columns, data = rows[kept][chosen], columns[kept][chosen], data[kept][chosen]
-    slot = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
-    history = np.full((weights.shape[0], n), -1, dtype=np.int64)
-    strength = np.zeros((weights.shape[0], n), dtype=np.float32)
-    history[rows, slot], strength[rows, slot] = columns, data
-    return history, strength
-
-
 def _share(values: np.ndarray) -> np.ndarray:
-    """Scale each (user, recommended item)'s contributions (users x history x items) by the largest."""
-    high = values.max(axis=1, keepdims=True) if values.shape[1] else np.zeros_like(values[:, :1])
+    """Scale each (user, recommended item)'s contributions (users x items x history) by the largest."""
+    high = values.max(axis=2, keepdims=True) if values.shape[2] else np.zeros_like(values[:, :, :1])
     return np.divide(values, high, out=np.zeros_like(values), where=high > 0).clip(0.0, None)
 
 

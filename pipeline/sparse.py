@@ -1,0 +1,91 @@
+"""Vectorised reads of sparse (CSR) matrices: values at arbitrary (row, column) pairs and each row's largest
+entries, without a Python loop over rows or a dense users x products copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class SparseLookup:
+    """A CSR matrix's entries, sorted by (row, column) and keyed `row * width + column` for lookups."""
+
+    def __init__(self, matrix: sp.csr_matrix):
+        matrix = matrix.tocsr()
+        matrix.sort_indices()
+        self.matrix = matrix
+        self.width = np.int64(matrix.shape[1])
+        rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+        self.keys = rows * self.width + matrix.indices
+        self.rows = rows
+
+    def get(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """matrix[rows, columns] broadcast together; negative columns read 0."""
+        rows, columns = np.broadcast_arrays(rows, columns)
+        wanted = rows.astype(np.int64) * self.width + np.maximum(columns, 0)
+        at = np.minimum(np.searchsorted(self.keys, wanted), max(len(self.keys) - 1, 0))
+        found = (len(self.keys) > 0) & (columns >= 0)
+        found &= self.keys[at] == wanted if len(self.keys) else False
+        values = self.matrix.data[at] if len(self.keys) else np.zeros(wanted.shape, dtype=self.matrix.dtype)
+        return np.where(found, values, 0).astype(self.matrix.dtype)
+
+    def stored_in(self, other: "SparseLookup") -> np.ndarray:
+        """For each of this matrix's entries, whether `other` (same shape) holds a non-zero value there: one
+        search per entry of `other`, so it is cheap when `other` is the small one (a block's purchases)."""
+        mask = np.zeros(len(self.keys), dtype=bool)
+        keys = other.keys[other.matrix.data != 0]
+        if len(self.keys) and len(keys):
+            at = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+            mask[at[self.keys[at] == keys]] = True
+        return mask
+
+    def top_per_row(self, n: int, columns_allowed: np.ndarray | None = None,
+                    excluded: "SparseLookup | None" = None) -> np.ndarray:
+        """Columns of each row's `n` largest positive values, ties to the lower column, leaving out columns
+        not `columns_allowed` and entries `excluded` holds; -1 pads."""
+        data, columns = self.matrix.data, self.matrix.indices.astype(np.int64)
+        ok = data > 0
+        if columns_allowed is not None:
+            ok &= columns_allowed[columns]
+        if excluded is not None:
+            ok &= ~self.stored_in(excluded)
+        rows, columns, data = self.rows[ok], columns[ok], data[ok]
+        order = order_by_row_then_value(rows, data, columns, self.matrix.shape[1])
+        rows, columns = rows[order], columns[order]
+        rank = position_in_row(rows, self.matrix.shape[0])
+        out = np.full((self.matrix.shape[0], n), -1, dtype=np.int64)
+        kept = rank < n
+        out[rows[kept], rank[kept]] = columns[kept]
+        return out
+
+    def strongest_per_row(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's `n` largest entries (ties to the lower column), in column order: (columns, values);
+        -1 and 0 pad."""
+        data, columns, rows = self.matrix.data, self.matrix.indices.astype(np.int64), self.rows
+        order = order_by_row_then_value(rows, np.maximum(data, 0), columns, self.matrix.shape[1])
+        kept = order[position_in_row(rows[order], self.matrix.shape[0]) < n]
+        kept.sort()  # entries are stored by (row, column): back in column order
+        rows, columns, data = rows[kept], columns[kept], data[kept]
+        slot = position_in_row(rows, self.matrix.shape[0])
+        top = np.full((self.matrix.shape[0], n), -1, dtype=np.int64)
+        values = np.zeros((self.matrix.shape[0], n), dtype=np.float32)
+        top[rows, slot], values[rows, slot] = columns, data
+        return top, values
+
+
+def order_by_row_then_value(rows: np.ndarray, values: np.ndarray, columns: np.ndarray, width: int) -> np.ndarray:
+    """The order sorting entries by row, then non-negative value (as float32), largest first, then column.
+    Usually one sort of packed 64-bit keys (the bit patterns of non-negative floats sort as the floats do):
+    3x faster than a stable sort, measured on a block's behavioural scores."""
+    inverted = 0xFFFFFFFF - np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    column_bits = max(int(width - 1).bit_length(), 1)
+    row_bits = int(rows.max()).bit_length() if len(rows) else 0
+    if row_bits + 32 + column_bits > 63:
+        return np.lexsort((columns, inverted, rows))
+    return np.argsort((rows.astype(np.int64) << (32 + column_bits)) | (inverted << column_bits) | columns)
+
+
+def position_in_row(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """0, 1, 2, ... within each run of equal rows (`sorted_rows` grouped by row)."""
+    starts = np.concatenate([[0], np.cumsum(np.bincount(sorted_rows, minlength=n_rows))])
+    return np.arange(len(sorted_rows)) - starts[sorted_rows]
