@@ -10,8 +10,8 @@ from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_b
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
-from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, explanations_frame, llm_selection
-from pipeline.llm import resolve_llm, write_explanations
+from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection
+from pipeline.llm import resolve_llm, write_card_explanations
 
 
 @dg.asset(group_name="recommender", kinds={"openai"}, partitions_def=user_buckets)
@@ -42,9 +42,9 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         for bucket in buckets:
             last = first + recommendations[bucket].height
             with bucket_reported(context, bucket) as bucket_meta:
-                rows, stats = write_explanations(source.facts(recommendations[bucket]), use_llm[first:last], llm,
-                                                 terms, config.cache_dir / "explanations.sqlite")
-                batches[bucket] = ExplanationBatch(frame=explanations_frame(rows), llm_calls=stats.calls,
+                written, stats = write_card_explanations(source.facts(recommendations[bucket]), use_llm[first:last],
+                                                         llm, terms, config.cache_dir / "explanations.sqlite")
+                batches[bucket] = ExplanationBatch(frame=written, llm_calls=stats.calls,
                                                    llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
                                                    fallbacks=dict(stats.fallbacks))
                 bucket_meta.update(frame_metadata(batches[bucket].frame.select(

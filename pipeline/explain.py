@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import string
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -35,6 +36,12 @@ INJECTION_MARKERS = re.compile(
 )
 
 
+# The facts document's keys, in order, and the `Facts` fields they hold.
+_DOCUMENT = {"recommended_product": "product", "shopper_history": "history", "shared_attributes": "shared_attributes",
+             "shared_categories": "shared_categories", "bought_together": "co_engagement", "scores": "scores",
+             "factors": "factors"}
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything a writer may say about one recommendation."""
@@ -49,15 +56,11 @@ class Facts:
     scores: dict
     factors: list[str]
     digest: str = field(default="", compare=False)
-    """sha256 of the facts as the writer sees them: the cache key's content part."""
+    """sha256 of the facts document (`facts_digests`): the cache key's content part."""
 
     def document(self) -> dict:
         """The data part of the prompt."""
-        return {
-            "recommended_product": self.product, "shopper_history": self.history,
-            "shared_attributes": self.shared_attributes, "shared_categories": self.shared_categories,
-            "bought_together": self.co_engagement, "scores": self.scores, "factors": self.factors,
-        }
+        return {key: getattr(self, name) for key, name in _DOCUMENT.items()}
 
     def names(self) -> set[str]:
         """Product titles the facts mention (a text may name these and no other product)."""
@@ -118,103 +121,200 @@ def normalize(text: str) -> str:
 
 def build_facts(recommendations: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
                 cooccurrence: pl.DataFrame) -> list[Facts]:
-    """The facts of every recommendation row (user_id, rank, product_id, scores, evidence_product_ids)."""
-    return FactSource(products, interactions, cooccurrence).facts(recommendations)
+    """The facts of every recommendation row as `Facts` objects, for callers that want them one by one (the
+    pipeline itself keeps them as the frame `FactSource.facts` makes)."""
+    return facts_objects(FactSource(products, interactions, cooccurrence).facts(recommendations))
+
+
+_PRODUCT = pl.Struct({"product_id": pl.String, "title": pl.String, "category": pl.String,
+                      "attributes": pl.List(pl.String), "description": pl.String})
+FACTS_SCHEMA = {
+    "user_id": pl.String, "rank": pl.Int32, "product": _PRODUCT,
+    "history": pl.List(pl.Struct({"product_id": pl.String, "title": pl.String, "category": pl.String,
+                                  "attributes": pl.List(pl.String), "you": pl.String})),
+    "shared_attributes": pl.List(pl.Struct({"attribute": pl.String, "items": pl.Int64, "you": pl.String})),
+    "shared_categories": pl.List(pl.String),
+    "co_engagement": pl.List(pl.Struct({"title": pl.String, "customers": pl.Int64})),
+    "scores": pl.Struct({"content": pl.Float64, "behavior": pl.Float64}),
+    "factors": pl.List(pl.String),
+    "digest": pl.String,
+}
+"""The facts frame: one row per card, one column per `Facts` field."""
+
+_STRENGTH = {"purchase": 3, "cart": 2, "rating": 2, "view": 1}
+_VERBS = {3: "bought", 2: "added to your cart", 1: "viewed"}
 
 
 class FactSource:
     """What cards' facts are drawn from, prepared once per run: the catalog (cleaned once per product), each
     user's strongest engagement with each product, and the co-engagement counts. `facts` then serves any
-    slice of the recommendations (a bucket of users), holding only that slice's cards in memory."""
+    slice of the recommendations (a bucket of users), holding only that slice's cards in memory.
+
+    Users, products and attributes get integer codes here, so that pairs (user and product, product and
+    product, card and attribute) join on one integer key: a fraction of the cost of joining string columns."""
 
     def __init__(self, products: pl.DataFrame, interactions: pl.DataFrame, cooccurrence: pl.DataFrame):
-        self.catalog = {row["product_id"]: {**row, "title": clean(row["title"]),
-                                            "description": clean(row["description"])[:DESCRIPTION_EXCERPT]}
-                        for row in products.select("product_id", "title", "category", "attributes", "description")
-                        .iter_rows(named=True)}
-        self.strongest = (
-            interactions.with_columns(strength=pl.col("event_type").replace_strict(
-                {"purchase": 3, "cart": 2, "rating": 2, "view": 1}, default=0, return_dtype=pl.Int8))
-            .group_by("user_id", "product_id").agg(pl.col("strength").max())
+        catalog = products.select(
+            "product_id", "category", "attributes", title=cleaned(pl.col("title")),
+            description=cleaned(pl.col("description")).str.slice(0, DESCRIPTION_EXCERPT),
+        ).with_row_index("product_code")
+        attribute_codes = (
+            catalog.select("product_code", attribute="attributes").explode("attribute")
+            .with_columns(attribute_code=pl.col("attribute").rank("dense").cast(pl.UInt32))
+            .group_by("product_code", maintain_order=True).agg(pl.col("attribute_code").drop_nulls())
         )
-        self.cooccurrence = cooccurrence.select("product_id", "neighbor_id", "co_count")
+        self.catalog = catalog.join(attribute_codes, on="product_code", how="left", maintain_order="left")
+        codes = self.catalog.select("product_id", "product_code")
+        self.users = interactions.select("user_id").unique().with_row_index("user_code")
+        self.strongest = (
+            interactions.select("user_id", "product_id", strength=pl.col("event_type").replace_strict(
+                _STRENGTH, default=0, return_dtype=pl.Int8))
+            .join(self.users, on="user_id").join(codes, on="product_id")
+            .group_by(pair=_pair("user_code", "product_code")).agg(pl.col("strength").max())
+        )
+        self.cooccurrence = (
+            cooccurrence.select("product_id", "neighbor_id", "co_count")
+            .join(codes, on="product_id")
+            .join(codes.rename({"product_id": "neighbor_id", "product_code": "neighbor_code"}), on="neighbor_id")
+            .select(pair=_pair("product_code", "neighbor_code"), co_count="co_count")
+        )
 
-    def facts(self, recommendations: pl.DataFrame) -> list[Facts]:
-        # Only the engagement and co-engagement these cards can mention (their evidence items), not the
-        # whole log's: a million users' pairs would not fit in Python dicts.
-        evidence = (recommendations.select("user_id", "product_id", item="evidence_product_ids")
-                    .explode("item").drop_nulls("item"))
-        how_rows = evidence.select("user_id", pl.col("item").alias("product_id")).unique().join(
-            self.strongest, on=["user_id", "product_id"])
-        how = {(u, p): s for u, p, s in how_rows.iter_rows()}
-        co_rows = evidence.select(pl.col("item").alias("product_id"), pl.col("product_id").alias("neighbor_id")
-                                  ).unique().join(self.cooccurrence, on=["product_id", "neighbor_id"])
-        co_counts = {(a, b): int(c) for a, b, c in co_rows.iter_rows()}
-        catalog, facts = self.catalog, []
-        for row in recommendations.iter_rows(named=True):
-            product = catalog[row["product_id"]]
-            items = [catalog[p] for p in (row["evidence_product_ids"] or []) if p in catalog]
-            facts.append(_facts_for(row, product, items, how, co_counts))
-        return facts
+    def facts(self, recommendations: pl.DataFrame) -> pl.DataFrame:
+        """The facts frame (`FACTS_SCHEMA`) of recommendation rows (user_id, rank, product_id, content_score,
+        behavior_score, evidence_product_ids), in their order, made with joins and group-bys alone."""
+        cards = recommendations.select(
+            pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"), "user_id", "rank", "product_id",
+            "content_score", "behavior_score", "evidence_product_ids")
+        users = cards.select("user_id").unique().join(self.users, on="user_id")
+        cards = (cards.join(users, on="user_id", how="left", maintain_order="left")
+                 .join(self.catalog, on="product_id", how="left", maintain_order="left"))
+        # One row per evidence item, in evidence order; a card without evidence keeps one empty row, so every
+        # card comes out of the group-by below. Items missing from the catalog are left out of the history.
+        evidence = (
+            cards.select("card", "user_code", "product_code", item="evidence_product_ids")
+            .explode("item")
+            .join(self.catalog.select(item="product_id", item_code="product_code", known=pl.lit(True), title="title",
+                                      category="category", attributes="attributes", attribute_code="attribute_code"),
+                  on="item", how="left", maintain_order="left")
+            .with_columns(pl.col("known").fill_null(False))
+            .join(self.strongest, left_on=_pair("user_code", "item_code"), right_on="pair", how="left",
+                  maintain_order="left")
+            .join(self.cooccurrence, left_on=_pair("item_code", "product_code"), right_on="pair", how="left",
+                  maintain_order="left")
+            .with_columns(you=pl.col("strength").replace_strict(_VERBS, default="viewed", return_dtype=pl.String)
+                          .fill_null("viewed"))
+        )
+        history = evidence.group_by("card", maintain_order=True).agg(
+            history=pl.struct(product_id="item", title="title", category="category", attributes="attributes",
+                              you="you").filter("known"),
+            co_engagement=pl.struct("title", customers="co_count").filter(pl.col("known") & (pl.col("co_count") > 1)),
+        )
+        # A product attribute is shared when history items hold it: how many (each item once), and how the
+        # first of them was engaged with; in the product's attribute order.
+        held = (evidence.filter("known").with_row_index("position")
+                .select("card", "position", "you", "attribute_code").explode("attribute_code")
+                .unique(["position", "attribute_code"])
+                .select(key=_pair("card", "attribute_code"), position="position", you="you"))
+        shared = (
+            cards.select("card", "attributes", "attribute_code").explode("attributes", "attribute_code")
+            .with_row_index("order")
+            .join(held, left_on=_pair("card", "attribute_code"), right_on="key")
+            .group_by("order").agg(pl.col("card", "attributes").first(), items=pl.len().cast(pl.Int64),
+                                   you=pl.col("you").sort_by("position").first())
+            .sort("order")
+            .group_by("card", maintain_order=True)
+            .agg(shared_attributes=pl.struct(attribute="attributes", items="items", you="you"))
+        )
+        facts = (
+            cards.join(history, on="card", how="left", maintain_order="left")
+            .join(shared, on="card", how="left", maintain_order="left")
+            .select(
+                "user_id", pl.col("rank").cast(pl.Int32),
+                product=pl.struct("product_id", "title", "category", "attributes", "description"),
+                history="history",
+                shared_attributes=pl.col("shared_attributes").fill_null(
+                    pl.lit([], dtype=FACTS_SCHEMA["shared_attributes"])),
+                co_engagement="co_engagement",
+                scores=pl.struct(content=pl.col("content_score").cast(pl.Float64).round(2),
+                                 behavior=pl.col("behavior_score").cast(pl.Float64).round(2)),
+            )
+        )
+        same = pl.col("same_category")
+        facts = facts.hstack(_highlights(facts)).with_columns(
+            shared_categories=pl.when(same > 0).then(pl.concat_list(pl.col("product").struct.field("category")))
+            .otherwise(pl.lit([], dtype=pl.List(pl.String))),
+            factors=_factors(),
+        ).select(*(column for column in FACTS_SCHEMA if column != "digest"))
+        return facts.with_columns(digest=pl.Series(facts_digests(facts), dtype=pl.String))
 
 
-_VERBS = {3: "bought", 2: "added to your cart", 1: "viewed"}
+def _pair(high: str, low: str) -> pl.Expr:
+    """One integer key for a pair of codes."""
+    return pl.col(high).cast(pl.UInt64) * 2**32 + pl.col(low).cast(pl.UInt64)
 
 
-def _facts_for(row: dict, product: dict, evidence: list[dict], how: dict, co_counts: dict) -> Facts:
-    user = row["user_id"]
-    history = [{
-        "product_id": item["product_id"], "title": item["title"], "category": item["category"],
-        "attributes": list(item["attributes"]), "you": _VERBS.get(how.get((user, item["product_id"]), 1), "viewed"),
-    } for item in evidence]
-    shared_attributes = []
-    for attribute in product["attributes"]:
-        sharing = [h for h in history if attribute in h["attributes"]]
-        if sharing:
-            shared_attributes.append({"attribute": attribute, "items": len(sharing), "you": sharing[0]["you"]})
-    shared_categories = sorted({h["category"] for h in history if h["category"] == product["category"]})
-    co_engagement = [
-        {"title": h["title"], "customers": co_counts[(h["product_id"], product["product_id"])]}
-        for h in history if co_counts.get((h["product_id"], product["product_id"]), 0) > 1
-    ]
-    scores = {"content": round(float(row["content_score"]), 2), "behavior": round(float(row["behavior_score"]), 2)}
-    document_product = {
-        "title": product["title"], "category": product["category"],
-        "attributes": list(product["attributes"]), "description": product["description"],
-    }
-    factors = reasoning_factors(shared_attributes, shared_categories, co_engagement, history, product)
-    facts = Facts(user_id=user, rank=int(row["rank"]), product={"product_id": product["product_id"], **document_product},
-                  history=history, shared_attributes=shared_attributes, shared_categories=shared_categories,
-                  co_engagement=co_engagement, scores=scores, factors=factors)
-    digest = hashlib.sha256(json.dumps(facts.document(), sort_keys=True).encode()).hexdigest()
-    return Facts(**{**facts.__dict__, "digest": digest})
+def facts_digests(facts: pl.DataFrame) -> list[str]:
+    """sha256 of each card's facts document (what the writer sees, `Facts.document`) as polars encodes it in
+    JSON, fields in the document's order: the cache key's content part, and what picks a template variant."""
+    document = pl.struct(**{key: pl.col(column) for key, column in _DOCUMENT.items()}).struct.json_encode()
+    return [hashlib.sha256(text.encode()).hexdigest() for text in facts.select(document).to_series().to_list()]
 
 
-def clean(text: str) -> str:
+def facts_objects(facts: pl.DataFrame) -> list[Facts]:
+    """`Facts` for the rows of a facts frame (only the cards a writer reads one at a time need these)."""
+    return [Facts(**row) for row in facts.iter_rows(named=True)]
+
+
+def facts_frame(facts: list[Facts]) -> pl.DataFrame:
+    """The facts frame of `Facts` objects, digests as they are."""
+    return pl.DataFrame([f.__dict__ for f in facts], schema=FACTS_SCHEMA)
+
+
+def cleaned(text: pl.Expr) -> pl.Expr:
     """Merchant text as plain data: control characters out, whitespace collapsed."""
-    return re.sub(r"\s+", " ", re.sub(r"[\x00-\x1f\x7f]", " ", text or "")).strip()
+    return (text.fill_null("").str.replace_all(r"[\x00-\x1f\x7f]", " ").str.replace_all(r"\s+", " ")
+            .str.strip_chars(" "))
 
 
-def reasoning_factors(shared_attributes: list[dict], shared_categories: list[str], co_engagement: list[dict],
-                      history: list[dict], product: dict) -> list[str]:
-    """Short, checkable reasons, each computed from the facts."""
-    factors = []
-    for shared in sorted(shared_attributes, key=lambda s: -s["items"])[:2]:
-        items = "item" if shared["items"] == 1 else "items"
-        factors.append(f"shares '{shared['attribute']}' with {shared['items']} {items} you {shared['you']}")
-    for co in co_engagement[:1]:
-        factors.append(f"chosen together with {co['title']} by {co['customers']} customers")
-    if shared_categories:
-        same = sum(1 for h in history if h["category"] == product["category"])
-        factors.append(f"in {product['category']}, like {same} {'item' if same == 1 else 'items'} in your history")
-    if not factors and history:
-        factors.append(f"similar to {history[0]['title']}, which you {history[0]['you']}")
-    elif history and not shared_attributes and not co_engagement:
-        closest = next((h for h in history if h["category"] == product["category"]), history[0])
-        factors.append(f"similar to {closest['title']}, which you {closest['you']}")
-    if not factors:
-        factors.append(f"popular in {product['category']}")
-    return factors
+def _highlights(facts: pl.DataFrame) -> pl.DataFrame:
+    """What factors and texts single out of each card's facts, one row per card in order: its shared
+    attributes strongest first (most history items; ties in the product's order), the history item closest
+    to the product (the first in its category, else the first) and how many history items are in its category."""
+    history = (
+        facts.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"),
+                     category=pl.col("product").struct.field("category"), item="history")
+        .explode("item")
+        .with_columns(same=pl.col("item").is_not_null()
+                      & pl.col("item").struct.field("category").eq_missing(pl.col("category")))
+        .group_by("card", maintain_order=True)
+        .agg(same_category=pl.col("same").sum(),
+             closest=pl.coalesce(pl.col("item").filter("same").first(), pl.col("item").first()))
+    )
+    strongest = facts.select(pl.col("shared_attributes").list.eval(
+        pl.element().sort_by(pl.element().struct.field("items"), descending=True, maintain_order=True)
+    ).alias("strongest"))
+    return strongest.hstack(history.select("same_category", "closest"))
+
+
+def _factors() -> pl.Expr:
+    """Short, checkable reasons, each computed from the facts and their highlights: the two strongest shared
+    attributes, the first co-engagement, the category, else the closest history item, else popularity."""
+    item, strongest, co = pl.element().struct, pl.col("strongest"), pl.col("co_engagement").list.first()
+    closest, same = pl.col("closest").struct, pl.col("same_category")
+    category, history = pl.col("product").struct.field("category"), pl.col("history").list.len()
+    shares = strongest.list.head(2).list.eval(pl.format(
+        "shares '{}' with {} {} you {}", item.field("attribute"), item.field("items"),
+        pl.when(item.field("items") == 1).then(pl.lit("item")).otherwise(pl.lit("items")), item.field("you")))
+    together = pl.format("chosen together with {} by {} customers", co.struct.field("title"),
+                         co.struct.field("customers"))
+    in_category = pl.when(same > 0).then(pl.format(
+        "in {}, like {} {} in your history", category, same,
+        pl.when(same == 1).then(pl.lit("item")).otherwise(pl.lit("items"))))
+    neither = (strongest.list.len() == 0) & (pl.col("co_engagement").list.len() == 0)
+    similar = pl.when(neither & (history > 0)).then(
+        pl.format("similar to {}, which you {}", closest.field("title"), closest.field("you")))
+    popular = pl.when(neither & (same == 0) & (history == 0)).then(pl.format("popular in {}", category))
+    return pl.concat_list(shares, together, in_category, similar, popular).list.drop_nulls()
 
 
 def prompt_messages(facts: Facts) -> list[dict]:
@@ -311,39 +411,70 @@ _WHY_POPULAR = [
 ]
 
 
+def template_explanations(facts: pl.DataFrame) -> pl.DataFrame:
+    """Fluent, varied text from the facts alone, for every card of a facts frame (`explanations_frame`'s
+    columns). The variant is picked by the facts' digest, so the same facts always read the same and
+    neighbouring cards read differently."""
+    pick = pl.col("digest").str.slice(0, 8).str.to_integer(base=16, strict=False).fill_null(0)
+    product = pl.col("product").struct
+    title, category, description = product.field("title"), product.field("category"), product.field("description")
+    lead = pl.coalesce(description.str.extract(_FIRST_SENTENCE, 1), description.fill_null("").str.slice(0, 120))
+    lead = (pl.when(lead == "")
+            .then(pl.format("A {} pick.", product.field("attributes").list.head(2).list.join(", ")))
+            .otherwise(lead))
+    blurb = (pl.when(lead.str.to_lowercase().str.contains(title.str.to_lowercase(), literal=True))
+             .then(lead)  # the description already introduces the product
+             .otherwise(_variant(_BLURBS, pick, title=title, lead=lead, category=category)))
+    shared, co, closest = (pl.col("strongest").list.first().struct, pl.col("co_engagement").list.first().struct,
+                           pl.col("closest").struct)
+    has_shared, has_co = pl.col("strongest").list.len() > 0, pl.col("co_engagement").list.len() > 0
+    has_history = pl.col("history").list.len() > 0
+    items = shared.field("items")
+    why = [
+        pl.when(has_shared).then(_variant(
+            _WHY_ATTRIBUTE, pick, attribute=shared.field("attribute"), you=shared.field("you"),
+            items_text=pl.when(items == 1).then(pl.lit("an item")).otherwise(pl.format("{} items", items)))),
+        pl.when(has_co).then(_variant(_WHY_CO, pick // 16, other=co.field("title"), customers=co.field("customers"))),
+        pl.when(~has_shared & ~has_co & has_history).then(
+            _variant(_WHY_SIMILAR, pick, other=closest.field("title"), you=closest.field("you"))),
+        pl.when(~has_shared & ~has_co & ~has_history).then(_variant(_WHY_POPULAR, pick, category=category)),
+    ]
+    return facts.hstack(_highlights(facts)).select(
+        "user_id", pl.col("rank").cast(pl.Int32), product_id=product.field("product_id"), blurb=blurb,
+        explanation=pl.concat_str(why, separator=" ", ignore_nulls=True),
+        reasoning_factors=pl.col("factors").list.head(3), provider=pl.lit("template"), model=pl.lit("template"),
+        prompt_version=pl.lit(PROMPT_VERSION), facts_digest="digest", fallback_reason=pl.lit(None, pl.String),
+    )
+
+
 def template_explanation(facts: Facts) -> Explanation:
-    """Fluent, varied text from the facts alone; the variant is picked by the facts' digest, so the same
-    facts always read the same and neighbouring cards read differently."""
-    pick = int(facts.digest[:8] or "0", 16)
-    product = facts.product
-    lead = _first_sentence(product["description"]) or f"A {', '.join(product['attributes'][:2])} pick."
-    if product["title"].lower() in lead.lower():  # the description already introduces the product
-        blurb = lead
-    else:
-        blurb = _BLURBS[pick % len(_BLURBS)].format(title=product["title"], lead=lead, category=product["category"])
-    sentences = []
-    if facts.shared_attributes:
-        shared = max(facts.shared_attributes, key=lambda s: s["items"])
-        items_text = "an item" if shared["items"] == 1 else f"{shared['items']} items"
-        sentences.append(_WHY_ATTRIBUTE[pick % len(_WHY_ATTRIBUTE)].format(
-            attribute=shared["attribute"], items_text=items_text, you=shared["you"]))
-    if facts.co_engagement:
-        co = facts.co_engagement[0]
-        sentences.append(_WHY_CO[(pick >> 4) % len(_WHY_CO)].format(other=co["title"], customers=co["customers"]))
-    if not sentences and facts.history:
-        same_category = [h for h in facts.history if h["category"] == product["category"]]
-        first = (same_category or facts.history)[0]
-        sentences.append(_WHY_SIMILAR[pick % len(_WHY_SIMILAR)].format(other=first["title"], you=first["you"]))
-    if not sentences:
-        sentences.append(_WHY_POPULAR[0].format(category=product["category"]))
-    return Explanation(user_id=facts.user_id, rank=facts.rank, product_id=product["product_id"], blurb=blurb,
-                       explanation=" ".join(sentences), reasoning_factors=facts.factors[:3], provider="template",
-                       model="template", prompt_version=PROMPT_VERSION, facts_digest=facts.digest)
+    """One card's template text (`template_explanations` over that card alone), for callers holding `Facts`."""
+    return Explanation(**template_explanations(facts_frame([facts])).row(0, named=True))
 
 
-def _first_sentence(text: str) -> str:
-    match = re.match(r"(.{20,200}?[.!?])(\s|$)", text or "")
-    return match.group(1) if match else (text or "")[:120]
+# A description's first sentence of 20 to 200 characters, ending where whitespace or the text follows.
+_FIRST_SENTENCE = r"^(.{20,200}?[.!?])(?:\s|$)"
+
+
+def _variant(templates: list[str], pick: pl.Expr, **fields: pl.Expr) -> pl.Expr:
+    """templates[pick % len(templates)], formatted with the fields, row by row."""
+    written = [_formatted(template, fields) for template in templates]
+    choice = pick % len(templates)
+    variant = written[-1]
+    for number in reversed(range(len(templates) - 1)):
+        variant = pl.when(choice == number).then(written[number]).otherwise(variant)
+    return variant
+
+
+def _formatted(template: str, fields: dict[str, pl.Expr]) -> pl.Expr:
+    """`template.format(**fields)` as an expression."""
+    parts = []
+    for literal, name, _, _ in string.Formatter().parse(template):
+        if literal:
+            parts.append(pl.lit(literal))
+        if name is not None:
+            parts.append(fields[name].cast(pl.String))
+    return pl.concat_str(parts)
 
 
 def llm_selection(recommendations: pl.DataFrame, interactions: pl.DataFrame, top_ranks: int,

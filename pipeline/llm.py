@@ -19,12 +19,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
 from tqdm.auto import tqdm
 
 from pipeline.config import ExplanationsConfig
 from pipeline.explain import (
-    PROMPT_VERSION, CatalogTerms, Explanation, Facts, grounding_problem, parse_reply, prompt_messages,
-    template_explanation,
+    PROMPT_VERSION, CatalogTerms, Explanation, Facts, explanations_frame, facts_frame, facts_objects,
+    grounding_problem, parse_reply, prompt_messages, template_explanations,
 )
 
 log = logging.getLogger(__name__)
@@ -110,38 +111,52 @@ def resolve_llm(options: ExplanationsConfig, environ=os.environ) -> LLMSettings 
                        api_key=environ.get(options.api_key_env) or "not-needed", options=options)
 
 
-def write_explanations(facts: list[Facts], use_llm: list[bool], llm: LLMSettings | None, terms: CatalogTerms,
-                       cache_path: Path, progress: bool = True) -> tuple[list[Explanation], WriteStats]:
-    """One explanation per facts: the LLM's where `use_llm` says so and an endpoint is configured (from the
-    cache when it already wrote these facts), the template's everywhere else."""
-    stats = WriteStats()
+def write_card_explanations(facts: pl.DataFrame, use_llm: list[bool], llm: LLMSettings | None,
+                            terms: CatalogTerms, cache_path: Path,
+                            progress: bool = True) -> tuple[pl.DataFrame, WriteStats]:
+    """The explanations frame of a facts frame (`FactSource.facts`): the template's text for every card, then
+    the LLM's where `use_llm` says so and an endpoint is configured (from the cache when it already wrote
+    these facts). Only those cards become `Facts` objects; a card the LLM fails keeps its template row,
+    labelled with why."""
+    written, stats = template_explanations(facts), WriteStats()
     if llm is None or not any(use_llm):
-        return [template_explanation(f) for f in facts], stats
+        return written, stats
+    chosen = pl.Series(use_llm, dtype=pl.Boolean)
+    templates = [Explanation(**row) for row in written.filter(chosen).iter_rows(named=True)]
     cache = ExplanationCache(cache_path)
     try:
-        return asyncio.run(_write_all(facts, use_llm, llm, terms, cache, stats, progress)), stats
+        rows = asyncio.run(_write_all(facts_objects(facts.filter(chosen)), templates, llm, terms, cache, stats,
+                                      progress))
     finally:
         cache.close()
+    by_llm = explanations_frame(rows).with_row_index().with_columns(index=chosen.arg_true())
+    return pl.concat([written.with_row_index().filter(~chosen), by_llm]).sort("index").drop("index"), stats
 
 
-async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: ExplanationCache, stats: WriteStats,
-                     progress: bool) -> list[Explanation]:
+def write_explanations(facts: list[Facts], use_llm: list[bool], llm: LLMSettings | None, terms: CatalogTerms,
+                       cache_path: Path, progress: bool = True) -> tuple[list[Explanation], WriteStats]:
+    """`write_card_explanations` for callers holding `Facts` objects: one explanation per facts."""
+    frame, stats = write_card_explanations(facts_frame(facts), use_llm, llm, terms, cache_path, progress)
+    return [Explanation(**row) for row in frame.iter_rows(named=True)], stats
+
+
+async def _write_all(facts: list[Facts], templates: list[Explanation], llm: LLMSettings, terms,
+                     cache: ExplanationCache, stats: WriteStats, progress: bool) -> list[Explanation]:
+    """The LLM's text for each facts (cached, budgeted, behind the breaker), else its template row, labelled."""
     from openai import AsyncOpenAI
     from openai.types.chat import ChatCompletion
 
     results: list[Explanation | None] = [None] * len(facts)
-    keys = {i: ExplanationCache.key(llm.model, f) for i, f in enumerate(facts) if use_llm[i]}
-    cached = cache.lookup(list(keys.values()))
+    keys = [ExplanationCache.key(llm.model, f) for f in facts]
+    cached = cache.lookup(keys)
     todo = []
     for i, f in enumerate(facts):
-        if i not in keys:
-            results[i] = template_explanation(f)
-        elif keys[i] in cached:
+        if keys[i] in cached:
             stats.cache_hits += 1
             results[i] = _from_reply(f, cached[keys[i]], llm.model)
         else:
             todo.append(i)
-    log.info("explanations: %d by template, %d from cache, %d to write with %s", len(facts) - len(keys),
+    log.info("explanations: %d for the LLM, %d of them from cache, %d to write with %s", len(facts),
              stats.cache_hits, len(todo), llm.model)
     if not todo:
         return results
@@ -192,8 +207,7 @@ async def _write_all(facts, use_llm, llm: LLMSettings, terms, cache: Explanation
                 break
             if results[i] is None:
                 stats.fallbacks[reason.split(":")[0]] += 1
-                fallback = template_explanation(f)
-                results[i] = Explanation(**{**fallback.__dict__, "fallback_reason": reason})
+                results[i] = Explanation(**{**templates[i].__dict__, "fallback_reason": reason})
             bar.update(1)
 
     try:
