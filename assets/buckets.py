@@ -11,7 +11,7 @@ that all of them were computed from the same shared results it publishes (`bucke
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,13 +65,6 @@ def per_user_only(run: dg.DagsterRun) -> bool:
     return bool(selected) and selected <= set(PER_USER_ASSETS)
 
 
-def merged(frames: Sequence[pl.DataFrame], by: Sequence[str]) -> pl.DataFrame:
-    """Buckets' frames as one, sorted by `by` (the order a single-process run produces); empty buckets,
-    whose columns may lack a type, are left out."""
-    filled = [frame for frame in frames if frame.height] or list(frames[:1])
-    return pl.concat(filled).sort(by) if filled else pl.DataFrame()
-
-
 def buckets_out_of_step(instance: dg.DagsterInstance, assets: Sequence[dg.AssetsDefinition]) -> list[str]:
     """Why the latest materializations of every bucket of `assets` cannot be published together (empty when
     they can): a bucket never materialized, a bucket computed from another materialization of a shared
@@ -113,6 +106,12 @@ def buckets_out_of_step(instance: dg.DagsterInstance, assets: Sequence[dg.Assets
     return problems
 
 
-def by_bucket(value: Mapping[str, Any]) -> list[Any]:
-    """A per-user input's buckets, in bucket order."""
-    return [value[key] for key in BUCKET_NAMES if key in value]
+def by_bucket(value: Mapping[str, Any]) -> Iterator[Any]:
+    """A per-user input's buckets, in bucket order, one at a time (a `LazyBuckets` input then holds one
+    bucket's value, not all of them)."""
+    return (value[key] for key in BUCKET_NAMES if key in value)
+
+
+def sorted_parts(frames: Iterable[pl.DataFrame], by: Sequence[str]) -> Iterator[pl.DataFrame]:
+    """Buckets' frames, each sorted by `by`; empty buckets, whose columns may lack a type, are left out."""
+    return (frame.sort(by) for frame in frames if frame.height)

@@ -1,6 +1,8 @@
 """The publishing asset: every table and the run's record land in the warehouse in one transaction, the
 per-user tables merged from every bucket."""
 
+from dataclasses import replace
+
 import dagster as dg
 import numpy as np
 import polars as pl
@@ -8,7 +10,7 @@ import polars as pl
 import assets.content
 import assets.explanations
 import assets.recommendations
-from assets.buckets import USER_BUCKETS, buckets_out_of_step, by_bucket, merged
+from assets.buckets import USER_BUCKETS, buckets_out_of_step, by_bucket, sorted_parts
 from assets.reporting import fault_point, reported
 from assets.resources import ShopSettings
 from assets.runs import run_record
@@ -27,7 +29,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
               evaluation: EvaluationResult, alpha_sweep: ModelChoice, explanations: dict) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
     readers see the previous run's results until this one commits. The per-user tables are every bucket's
-    rows, merged in user order; it refuses when a bucket was computed from other shared results than the
+    rows, a bucket at a time (each in user order); it refuses when a bucket was computed from other shared results than the
     ones it publishes (a bucket run left over from another night)."""
     config = settings.get()
     with reported(context) as meta:
@@ -37,31 +39,40 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                 "the user buckets do not all come from the shared results being published, so nothing is "
                 "published: " + "; ".join(out_of_step[:6]) + (" …" if len(out_of_step) > 6 else "")
                 + ". Run the nightly job, or every nightly_buckets run again after nightly_shared.")
-        batches = by_bucket(explanations)
+        spent = {"calls": 0, "tokens": 0}
+
+        def explanation_frames():
+            for batch in by_bucket(explanations):
+                spent["calls"] += batch.llm_calls
+                spent["tokens"] += batch.llm_tokens
+                yield batch.frame
+
+        # The per-user tables stream in a bucket at a time (each bucket's rows in user order), so only one
+        # bucket's rows are held: at a million users, all of them at once would be several GB.
         tables = {
             "products": products,
             "interactions": interactions,
             "product_embeddings": pl.DataFrame({
                 "product_id": product_embeddings.product_ids, "text_hash": product_embeddings.text_hashes,
-                "embedding": product_embeddings.vectors.astype(np.float32).tolist(),
+                # A fixed-size array column straight from numpy (no Python floats).
+                "embedding": pl.Series(np.asarray(product_embeddings.vectors, dtype=np.float32)),
             }),
             "similar_products": faiss_index.similar,
-            "user_profiles": merged([profiles.table() for profiles in by_bucket(user_profiles)], ["user_id"]),
+            "user_profiles": sorted_parts((profiles.table() for profiles in by_bucket(user_profiles)), ["user_id"]),
             "item_cooccurrence": behavior_model.pairs(),
-            "recommendations": merged(by_bucket(recommendations), ["user_id", "rank"]),
-            "explanations": merged([batch.frame for batch in batches], ["user_id", "rank"]),
+            "recommendations": sorted_parts(by_bucket(recommendations), ["user_id", "rank"]),
+            "explanations": sorted_parts(explanation_frames(), ["user_id", "rank"]),
             "eval_metrics": evaluation.metrics,
             "eval_population": evaluation.population,
             "eval_tuning": evaluation.tuning,
             "alpha_sweep": alpha_sweep.sweep,
             "model_info": pl.DataFrame([alpha_sweep.info]),
         }
-        row_counts = {name: frame.height for name, frame in tables.items()}
         record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
-                            faiss_index=str(faiss_index.path), row_counts=row_counts,
-                            llm_calls=sum(batch.llm_calls for batch in batches),
-                            llm_tokens=sum(batch.llm_tokens for batch in batches))
-        publish(config.warehouse_path, tables, record, on_step=lambda step: fault_point(f"warehouse/{step}"))
+                            faiss_index=str(faiss_index.path))
+        row_counts = publish(config.warehouse_path, tables, record,
+                             on_step=lambda step: fault_point(f"warehouse/{step}"),
+                             amend=lambda run: replace(run, llm_calls=spent["calls"], llm_tokens=spent["tokens"]))
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
         meta.update(path=dg.MetadataValue.path(str(config.warehouse_path)), run_id=context.run_id,

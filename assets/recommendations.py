@@ -33,8 +33,9 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
         in_stock = products["in_stock"].to_numpy()
         options = RecommendationSettings(alpha_sweep.alpha, model.top_k, model.candidates)
         lists = {}
-        for bucket, profiles in sorted(user_profiles.items()):
+        for bucket in sorted(user_profiles):  # one bucket's profiles read at a time
             with bucket_reported(context, bucket) as bucket_meta:
+                profiles = user_profiles[bucket]
                 lists[bucket] = recommend(profiles.matrix, profiles.vectors, product_embeddings.vectors, index,
                                           behavior_model, in_stock, options)
                 bucket_meta.update(_list_metadata(lists[bucket], products, model.top_k))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +83,37 @@ class BucketedFilesystemIOManager(dg.ConfigurableIOManager):
         if missing:
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} has no {', '.join(missing)} in {path}: "
                                     "materialize those buckets first (the nightly job does every bucket)")
-        return {key: _load(path / key) for key in context.asset_partition_keys}
+        return LazyBuckets({key: path / key for key in context.asset_partition_keys})
 
     def _root(self, instance: dg.DagsterInstance) -> Path:
         return Path(self.base_dir or instance.storage_directory())
+
+
+class LazyBuckets(dict):
+    """A per-user input's `{bucket: value}`, each value read from its file when asked for, and only the
+    latest one held: a step that walks the buckets one at a time holds one bucket's data, not every
+    bucket's (at a million users, every bucket's lists and texts at once are several GB). A dict (Dagster
+    checks inputs typed `dict` with isinstance) whose items and values are read the same lazy way."""
+
+    def __init__(self, paths: dict[str, Path]):
+        super().__init__(paths)
+        self._held: tuple[str | None, Any] = (None, None)
+
+    def __getitem__(self, key: str) -> Any:
+        if self._held[0] != key:
+            path = super().__getitem__(key)
+            self._held = (None, None)  # let the previous bucket go before reading the next
+            self._held = (key, _load(path))
+        return self._held[1]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default  # noqa: SIM401 (dict.get would skip the lazy read)
+
+    def values(self) -> Iterator[Any]:
+        return (self[key] for key in self)
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        return ((key, self[key]) for key in self)
 
 
 def _dump(path: Path, obj: Any) -> None:

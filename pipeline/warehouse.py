@@ -10,10 +10,10 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import duckdb
 import polars as pl
@@ -110,15 +110,27 @@ class RunRecord:
     llm_tokens: int | None = None
 
 
+Frames = pl.DataFrame | Iterable[pl.DataFrame]
+"""A table's rows: one frame, or frames written one after another (a bucket of users at a time, so that
+only one bucket's rows are held in memory)."""
+
+
 class PublishError(RuntimeError):
     """Publishing failed; the message says what, and what readers still see."""
 
 
-def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord,
-            on_step: Callable[[str], None] | None = None) -> None:
+Frames = pl.DataFrame | Iterable[pl.DataFrame]
+"""A table's rows: one frame, or frames written one after another (a bucket of users at a time, so only one
+bucket's rows are held in memory)."""
+
+
+def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Callable[[str], None] | None = None,
+            amend: Callable[[RunRecord], RunRecord] | None = None) -> dict[str, int]:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
-    `run` to `runs`, all in one transaction; then move the served snapshot to it. `on_step` is called with
-    "written" (all written, not committed) and "committed" (committed, snapshot not yet moved)."""
+    `run` to `runs`, all in one transaction; then move the served snapshot to it. Returns the rows written
+    per table, which are the run's `row_counts`; `amend` may complete the run's row from what was tallied
+    while the tables streamed in. `on_step` is called with "written" (all written, not committed) and
+    "committed" (committed, snapshot not yet moved)."""
     unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
@@ -126,8 +138,9 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord,
     con = duckdb.connect(str(path))
     try:
         con.execute("BEGIN TRANSACTION")
-        for name, frame in tables.items():
-            _write_table(con, name, frame, run)
+        counts = {name: _write_table(con, name, frames, run) for name, frames in tables.items()}
+        run = replace(run, row_counts=counts)
+        run = amend(run) if amend else run
         _insert_run(con, run)
         if on_step:
             on_step("written")
@@ -154,6 +167,7 @@ def publish(path: Path, tables: dict[str, pl.DataFrame], run: RunRecord,
                            f"written ({exc}; is the disk full?). The API keeps serving the previous run; the "
                            "next successful run publishes a new snapshot.") from exc
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
+    return counts
 
 
 def record_failed_run(path: Path, run: RunRecord) -> None:
@@ -199,12 +213,10 @@ def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
     )
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, run: RunRecord) -> None:
+def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord) -> int:
+    """Write a table's frames, one after another; returns the rows written."""
     history = name in HISTORY_TABLES
     schema = HISTORY_TABLES[name] if history else TABLES[name]
-    missing = [c for c in schema if c not in frame.columns]
-    if missing:
-        raise ValueError(f"table {name}: frame lacks columns {missing}")
     columns = {**schema, **LINEAGE_COLUMNS}
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
     if history:
@@ -215,11 +227,19 @@ def _write_table(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame,
         con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
     else:
         con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
-    con.register("incoming", frame.select(list(schema)).to_arrow())
     select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
     names = ", ".join(f'"{c}"' for c in columns)
-    con.execute(f'INSERT INTO "{name}" ({names}) SELECT {select}, ?, ? FROM incoming', [run.run_id, run.finished_at])
-    con.unregister("incoming")
+    written = 0
+    for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
+        missing = [c for c in schema if c not in frame.columns]
+        if missing:
+            raise ValueError(f"table {name}: frame lacks columns {missing}")
+        con.register("incoming", frame.select(list(schema)).to_arrow())
+        con.execute(f'INSERT INTO "{name}" ({names}) SELECT {select}, ?, ? FROM incoming',
+                    [run.run_id, run.finished_at])
+        con.unregister("incoming")
+        written += frame.height
+    return written
 
 
 SNAPSHOTS = "snapshots"
