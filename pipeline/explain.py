@@ -150,33 +150,39 @@ class FactSource:
     user's strongest engagement with each product, and the co-engagement counts. `facts` then serves any
     slice of the recommendations (a bucket of users), holding only that slice's cards in memory.
 
-    Users, products and attributes get integer codes here, so that pairs (user and product, product and
-    product, card and attribute) join on one integer key: a fraction of the cost of joining string columns."""
+    Users, products and attributes get integer codes here (a product's is its catalog row), so that pairs
+    (user and product, product and product, card and attribute) join on one integer key and catalog fields
+    are gathered by row: a fraction of the cost of joining and carrying string columns."""
 
     def __init__(self, products: pl.DataFrame, interactions: pl.DataFrame, cooccurrence: pl.DataFrame):
-        catalog = products.select(
+        self.catalog = products.select(
             "product_id", "category", "attributes", title=cleaned(pl.col("title")),
             description=cleaned(pl.col("description")).str.slice(0, DESCRIPTION_EXCERPT),
-        ).with_row_index("product_code")
-        attribute_codes = (
-            catalog.select("product_code", attribute="attributes").explode("attribute")
-            .with_columns(attribute_code=pl.col("attribute").rank("dense").cast(pl.UInt32))
-            .group_by("product_code", maintain_order=True).agg(pl.col("attribute_code").drop_nulls())
         )
-        self.catalog = catalog.join(attribute_codes, on="product_code", how="left", maintain_order="left")
-        codes = self.catalog.select("product_id", "product_code")
-        self.users = interactions.select("user_id").unique().with_row_index("user_code")
+        # Each product's attributes as codes, in order (the attributes the card's product offers), and once
+        # each (the attributes a history item holds).
+        attributes = (self.catalog.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("product_code"),
+                                          attribute="attributes")
+                      .explode("attribute", empty_as_null=True)  # every product keeps a row
+                      .with_columns(code=(pl.col("attribute").rank("dense") - 1).cast(pl.UInt32)))
+        self.attribute_names = attributes.select(pl.col("attribute").unique().sort().drop_nulls()).to_series()
+        self.attribute_codes = attributes.group_by("product_code", maintain_order=True).agg(
+            offered=pl.col("code").drop_nulls(), held=pl.col("code").drop_nulls().unique(maintain_order=True))
+        self.product_codes = self.catalog.select("product_id", product_code=pl.int_range(pl.len(), dtype=pl.UInt32))
+        self.user_codes = interactions.select("user_id").unique().with_row_index("user_code")
         self.strongest = (
             interactions.select("user_id", "product_id", strength=pl.col("event_type").replace_strict(
                 _STRENGTH, default=0, return_dtype=pl.Int8))
-            .join(self.users, on="user_id").join(codes, on="product_id")
+            .join(self.user_codes, on="user_id").join(self.product_codes, on="product_id")
             .group_by(pair=_pair("user_code", "product_code")).agg(pl.col("strength").max())
+            .sort("pair")
         )
+        neighbors = self.product_codes.select(neighbor_id="product_id", neighbor_code="product_code")
         self.cooccurrence = (
             cooccurrence.select("product_id", "neighbor_id", "co_count")
-            .join(codes, on="product_id")
-            .join(codes.rename({"product_id": "neighbor_id", "product_code": "neighbor_code"}), on="neighbor_id")
+            .join(self.product_codes, on="product_id").join(neighbors, on="neighbor_id")
             .select(pair=_pair("product_code", "neighbor_code"), co_count="co_count")
+            .sort("pair")
         )
 
     def facts(self, recommendations: pl.DataFrame) -> pl.DataFrame:
@@ -185,67 +191,90 @@ class FactSource:
         cards = recommendations.select(
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"), "user_id", "rank", "product_id",
             "content_score", "behavior_score", "evidence_product_ids")
-        users = cards.select("user_id").unique().join(self.users, on="user_id")
+        users = cards.select("user_id").unique().join(self.user_codes, on="user_id")
         cards = (cards.join(users, on="user_id", how="left", maintain_order="left")
-                 .join(self.catalog, on="product_id", how="left", maintain_order="left"))
-        # One row per evidence item, in evidence order; a card without evidence keeps one empty row, so every
-        # card comes out of the group-by below. Items missing from the catalog are left out of the history.
+                 .join(self.product_codes, on="product_id", how="left", maintain_order="left"))
+        # One row per evidence item in the catalog (others are left out of the history), in evidence order,
+        # with how the user engaged with it and how many customers chose it with the card's product.
         evidence = (
             cards.select("card", "user_code", "product_code", item="evidence_product_ids")
             .explode("item")
-            .join(self.catalog.select(item="product_id", item_code="product_code", known=pl.lit(True), title="title",
-                                      category="category", attributes="attributes", attribute_code="attribute_code"),
-                  on="item", how="left", maintain_order="left")
-            .with_columns(pl.col("known").fill_null(False))
-            .join(self.strongest, left_on=_pair("user_code", "item_code"), right_on="pair", how="left",
+            .join(self.product_codes.rename({"product_id": "item", "product_code": "item_code"}), on="item",
                   maintain_order="left")
-            .join(self.cooccurrence, left_on=_pair("item_code", "product_code"), right_on="pair", how="left",
-                  maintain_order="left")
-            .with_columns(you=pl.col("strength").replace_strict(_VERBS, default="viewed", return_dtype=pl.String)
-                          .fill_null("viewed"))
         )
-        history = evidence.group_by("card", maintain_order=True).agg(
-            history=pl.struct(product_id="item", title="title", category="category", attributes="attributes",
-                              you="you").filter("known"),
-            co_engagement=pl.struct("title", customers="co_count").filter(pl.col("known") & (pl.col("co_count") > 1)),
+        evidence = evidence.select(
+            "card", "item_code",
+            co_count=_looked_up(self.cooccurrence, evidence.select(_pair("item_code", "product_code")).to_series()),
+            you=_verb(_looked_up(self.strongest, evidence.select(_pair("user_code", "item_code")).to_series())),
+        )
+        items = _rows(self.catalog, evidence["item_code"])
+        history = evidence.hstack(items).group_by("card", maintain_order=True).agg(
+            history=pl.struct("product_id", "title", "category", "attributes", "you"),
+            co_engagement=pl.struct("title", customers="co_count").filter(pl.col("co_count") > 1),
         )
         # A product attribute is shared when history items hold it: how many (each item once), and how the
         # first of them was engaged with; in the product's attribute order.
-        held = (evidence.filter("known").with_row_index("position")
-                .select("card", "position", "you", "attribute_code").explode("attribute_code")
-                .unique(["position", "attribute_code"])
-                .select(key=_pair("card", "attribute_code"), position="position", you="you"))
+        held = (
+            evidence.select("card", "you", code=_rows(self.attribute_codes, evidence["item_code"])["held"])
+            .explode("code").select(key=_pair("card", "code"), you="you")
+            .sort("key", maintain_order=True)  # each key's rows in history order
+        )
+        offered = (cards.select("card", code=_rows(self.attribute_codes, cards["product_code"])["offered"])
+                   .explode("code"))
+        keys = offered.select(_pair("card", "code")).to_series()
+        first = held["key"].search_sorted(keys, side="left")
         shared = (
-            cards.select("card", "attributes", "attribute_code").explode("attributes", "attribute_code")
-            .with_row_index("order")
-            .join(held, left_on=_pair("card", "attribute_code"), right_on="key")
-            .group_by("order").agg(pl.col("card", "attributes").first(), items=pl.len().cast(pl.Int64),
-                                   you=pl.col("you").sort_by("position").first())
-            .sort("order")
-            .group_by("card", maintain_order=True)
-            .agg(shared_attributes=pl.struct(attribute="attributes", items="items", you="you"))
+            offered.with_columns(items=(held["key"].search_sorted(keys, side="right") - first).cast(pl.Int64),
+                                 you=held["you"].gather(first.clip(upper_bound=held.height - 1)) if held.height
+                                 else pl.lit(None, pl.String))
+            .filter(pl.col("items") > 0)
+            .with_columns(attribute=pl.lit(self.attribute_names).gather(pl.col("code")))
+            .group_by("card", maintain_order=True).agg(shared_attributes=pl.struct("attribute", "items", "you"))
         )
         facts = (
-            cards.join(history, on="card", how="left", maintain_order="left")
+            cards.hstack(_rows(self.catalog.drop("product_id"), cards["product_code"]))
+            .join(history, on="card", how="left", maintain_order="left")
             .join(shared, on="card", how="left", maintain_order="left")
             .select(
                 "user_id", pl.col("rank").cast(pl.Int32),
                 product=pl.struct("product_id", "title", "category", "attributes", "description"),
-                history="history",
+                history=pl.col("history").fill_null(pl.lit([], dtype=FACTS_SCHEMA["history"])),
                 shared_attributes=pl.col("shared_attributes").fill_null(
                     pl.lit([], dtype=FACTS_SCHEMA["shared_attributes"])),
-                co_engagement="co_engagement",
+                co_engagement=pl.col("co_engagement").fill_null(pl.lit([], dtype=FACTS_SCHEMA["co_engagement"])),
                 scores=pl.struct(content=pl.col("content_score").cast(pl.Float64).round(2),
                                  behavior=pl.col("behavior_score").cast(pl.Float64).round(2)),
             )
         )
-        same = pl.col("same_category")
-        facts = facts.hstack(_highlights(facts)).with_columns(
-            shared_categories=pl.when(same > 0).then(pl.concat_list(pl.col("product").struct.field("category")))
+        facts = facts.hstack(_highlights(facts))
+        facts = facts.with_columns(
+            shared_categories=pl.when(pl.col("same_category") > 0)
+            .then(pl.concat_list(pl.col("product").struct.field("category")))
             .otherwise(pl.lit([], dtype=pl.List(pl.String))),
-            factors=_factors(),
+            factors=_factors(facts),
         ).select(*(column for column in FACTS_SCHEMA if column != "digest"))
         return facts.with_columns(digest=pl.Series(facts_digests(facts), dtype=pl.String))
+
+
+def _looked_up(table: pl.DataFrame, keys: pl.Series) -> pl.Series:
+    """The value of a (key, value) table sorted by its unique keys, for each key (null when absent): a binary
+    search, which costs a fraction of a hash join against a table of millions of rows."""
+    if table.is_empty():
+        return pl.Series([None] * len(keys), dtype=table.dtypes[1])
+    key, value = table.get_columns()
+    at = key.search_sorted(keys).clip(upper_bound=table.height - 1)
+    found = (key.gather(at) == keys).fill_null(False)
+    return pl.select(pl.when(found).then(value.gather(at))).to_series()
+
+
+def _rows(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
+    """frame's rows at `index` (nulls where it is null)."""
+    return frame.select(pl.all().gather(index))
+
+
+def _verb(strength: pl.Expr) -> pl.Expr:
+    """How a user engaged with a product, from their strongest event's strength (none: viewed)."""
+    return strength.replace_strict(_VERBS, default="viewed", return_dtype=pl.String).fill_null("viewed")
 
 
 def _pair(high: str, low: str) -> pl.Expr:
@@ -257,7 +286,8 @@ def facts_digests(facts: pl.DataFrame) -> list[str]:
     """sha256 of each card's facts document (what the writer sees, `Facts.document`) as polars encodes it in
     JSON, fields in the document's order: the cache key's content part, and what picks a template variant."""
     document = pl.struct(**{key: pl.col(column) for key, column in _DOCUMENT.items()}).struct.json_encode()
-    return [hashlib.sha256(text.encode()).hexdigest() for text in facts.select(document).to_series().to_list()]
+    encoded = facts.select(document.cast(pl.Binary)).to_series().to_list()
+    return [hashlib.sha256(text).hexdigest() for text in encoded]
 
 
 def facts_objects(facts: pl.DataFrame) -> list[Facts]:
@@ -283,7 +313,7 @@ def _highlights(facts: pl.DataFrame) -> pl.DataFrame:
     history = (
         facts.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"),
                      category=pl.col("product").struct.field("category"), item="history")
-        .explode("item")
+        .explode("item", empty_as_null=True)  # every card keeps a row
         .with_columns(same=pl.col("item").is_not_null()
                       & pl.col("item").struct.field("category").eq_missing(pl.col("category")))
         .group_by("card", maintain_order=True)
@@ -296,25 +326,39 @@ def _highlights(facts: pl.DataFrame) -> pl.DataFrame:
     return strongest.hstack(history.select("same_category", "closest"))
 
 
-def _factors() -> pl.Expr:
+def _factors(facts: pl.DataFrame) -> pl.Series:
     """Short, checkable reasons, each computed from the facts and their highlights: the two strongest shared
     attributes, the first co-engagement, the category, else the closest history item, else popularity."""
-    item, strongest, co = pl.element().struct, pl.col("strongest"), pl.col("co_engagement").list.first()
+    strongest, co = pl.col("strongest"), pl.col("co_engagement").list.first().struct
     closest, same = pl.col("closest").struct, pl.col("same_category")
     category, history = pl.col("product").struct.field("category"), pl.col("history").list.len()
-    shares = strongest.list.head(2).list.eval(pl.format(
-        "shares '{}' with {} {} you {}", item.field("attribute"), item.field("items"),
-        pl.when(item.field("items") == 1).then(pl.lit("item")).otherwise(pl.lit("items")), item.field("you")))
-    together = pl.format("chosen together with {} by {} customers", co.struct.field("title"),
-                         co.struct.field("customers"))
-    in_category = pl.when(same > 0).then(pl.format(
-        "in {}, like {} {} in your history", category, same,
-        pl.when(same == 1).then(pl.lit("item")).otherwise(pl.lit("items"))))
     neither = (strongest.list.len() == 0) & (pl.col("co_engagement").list.len() == 0)
-    similar = pl.when(neither & (history > 0)).then(
-        pl.format("similar to {}, which you {}", closest.field("title"), closest.field("you")))
-    popular = pl.when(neither & (same == 0) & (history == 0)).then(pl.format("popular in {}", category))
-    return pl.concat_list(shares, together, in_category, similar, popular).list.drop_nulls()
+    reasons = [
+        *(pl.format("shares '{}' with {} {} you {}", shared.field("attribute"), shared.field("items"),
+                    _plural(shared.field("items")), shared.field("you"))
+          for shared in (strongest.list.get(0, null_on_oob=True).struct,
+                         strongest.list.get(1, null_on_oob=True).struct)),
+        pl.format("chosen together with {} by {} customers", co.field("title"), co.field("customers")),
+        pl.when(same > 0).then(pl.format("in {}, like {} {} in your history", category, same, _plural(same))),
+        pl.when(neither & (history > 0)).then(
+            pl.format("similar to {}, which you {}", closest.field("title"), closest.field("you"))),
+        pl.when(neither & (same == 0) & (history == 0)).then(pl.format("popular in {}", category)),
+    ]
+    # Each card's reasons in the order above, the missing ones left out (a long frame and back: a list
+    # column put together with concat_list and drop_nulls costs ten times as much).
+    listed = (
+        facts.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"),
+                     *(reason.alias(str(slot)) for slot, reason in enumerate(reasons)))
+        .unpivot(index="card").drop_nulls("value").sort("card", maintain_order=True)
+        .group_by("card", maintain_order=True).agg(factors="value")
+    )
+    every_card = pl.DataFrame({"card": pl.int_range(facts.height, dtype=pl.UInt32, eager=True)})
+    return every_card.join(listed, on="card", how="left", maintain_order="left").select(
+        pl.col("factors").fill_null(pl.lit([], dtype=pl.List(pl.String)))).to_series()
+
+
+def _plural(count: pl.Expr) -> pl.Expr:
+    return pl.when(count == 1).then(pl.lit("item")).otherwise(pl.lit("items"))
 
 
 def prompt_messages(facts: Facts) -> list[dict]:
@@ -418,13 +462,19 @@ def template_explanations(facts: pl.DataFrame) -> pl.DataFrame:
     pick = pl.col("digest").str.slice(0, 8).str.to_integer(base=16, strict=False).fill_null(0)
     product = pl.col("product").struct
     title, category, description = product.field("title"), product.field("category"), product.field("description")
-    lead = pl.coalesce(description.str.extract(_FIRST_SENTENCE, 1), description.fill_null("").str.slice(0, 120))
-    lead = (pl.when(lead == "")
-            .then(pl.format("A {} pick.", product.field("attributes").list.head(2).list.join(", ")))
-            .otherwise(lead))
-    blurb = (pl.when(lead.str.to_lowercase().str.contains(title.str.to_lowercase(), literal=True))
-             .then(lead)  # the description already introduces the product
-             .otherwise(_variant(_BLURBS, pick, title=title, lead=lead, category=category)))
+    opening = pl.coalesce(description.str.extract(_FIRST_SENTENCE, 1), description.fill_null("").str.slice(0, 120))
+    opening = (pl.when(opening == "")
+               .then(pl.format("A {} pick.", product.field("attributes").list.head(2).list.join(", ")))
+               .otherwise(opening))
+    # A blurb depends on the product and the variant alone, so each product's variants are written once per
+    # frame; a description that already introduces the product is its only variant.
+    lead = pl.col("lead")
+    introduces = lead.str.to_lowercase().str.contains(title.str.to_lowercase(), literal=True)
+    variants = [_formatted(template, {"title": title, "lead": lead, "category": category}) for template in _BLURBS]
+    blurbs = (facts.select(pl.col("product").unique()).with_columns(lead=opening)
+              .select("product", blurbs=pl.when(introduces).then(pl.concat_list(lead))
+                      .otherwise(pl.concat_list(variants))))
+    blurb = pl.col("blurbs").list.get(pick % pl.col("blurbs").list.len())
     shared, co, closest = (pl.col("strongest").list.first().struct, pl.col("co_engagement").list.first().struct,
                            pl.col("closest").struct)
     has_shared, has_co = pl.col("strongest").list.len() > 0, pl.col("co_engagement").list.len() > 0
@@ -439,7 +489,8 @@ def template_explanations(facts: pl.DataFrame) -> pl.DataFrame:
             _variant(_WHY_SIMILAR, pick, other=closest.field("title"), you=closest.field("you"))),
         pl.when(~has_shared & ~has_co & ~has_history).then(_variant(_WHY_POPULAR, pick, category=category)),
     ]
-    return facts.hstack(_highlights(facts)).select(
+    return facts.hstack(_highlights(facts)).join(blurbs, on="product", how="left", maintain_order="left",
+                                                 nulls_equal=True).select(
         "user_id", pl.col("rank").cast(pl.Int32), product_id=product.field("product_id"), blurb=blurb,
         explanation=pl.concat_str(why, separator=" ", ignore_nulls=True),
         reasoning_factors=pl.col("factors").list.head(3), provider=pl.lit("template"), model=pl.lit("template"),

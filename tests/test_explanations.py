@@ -60,6 +60,39 @@ def test_facts_hold_only_what_the_warehouse_says(published):
     assert "chosen together with Backpacking Tent Two Person by 6 customers" in tent.factors
 
 
+def test_facts_of_cards_with_missing_odd_or_no_evidence():
+    products = pl.DataFrame({
+        "product_id": ["A", "B", "C", "D"], "title": ["Alpha Lamp", "Beta\tLamp ", "Gamma Lamp", "Delta Lamp"],
+        "description": ["A lamp.", "", None, "Delta"], "category": ["Lights", "Lights", "Garden", "Lights"],
+        "attributes": [["red", "soft", "red"], ["soft", "blue", "soft"], [], ["red"]]})
+    events = pl.DataFrame({"user_id": ["u1", "u1", "u1", "u2"], "product_id": ["B", "C", "B", "A"],
+                           "event_type": ["view", "purchase", "cart", "view"]})
+    pairs = pl.DataFrame({"product_id": ["B", "C"], "neighbor_id": ["A", "A"], "co_count": [5, 1]})
+    recommendations = pl.DataFrame({
+        "user_id": ["u1", "u1", "u2", "u3"], "rank": [1, 2, 1, 1], "product_id": ["A", "D", "B", "A"],
+        "content_score": [0.126, 0.5, 0.25, 0.0], "behavior_score": [0.0, 0.1, 0.2, 0.3],
+        "evidence_product_ids": [["B", "C", "Z"], [], None, ["B"]]}, schema_overrides={"rank": pl.Int32})
+    source = FactSource(products, events, pairs)
+    first, no_evidence, null_evidence, no_events = facts_objects(source.facts(recommendations))
+    # Z is not in the catalog; B's strongest event was the cart; B holds 'soft' twice but is one item.
+    assert [(h["product_id"], h["title"], h["you"]) for h in first.history] == [
+        ("B", "Beta Lamp", "added to your cart"), ("C", "Gamma Lamp", "bought")]
+    assert first.shared_attributes == [{"attribute": "soft", "items": 1, "you": "added to your cart"}]
+    assert first.co_engagement == [{"title": "Beta Lamp", "customers": 5}]  # C's single customer is no signal
+    assert first.shared_categories == ["Lights"] and first.scores == {"content": 0.13, "behavior": 0.0}
+    assert first.factors == ["shares 'soft' with 1 item you added to your cart",
+                             "chosen together with Beta Lamp by 5 customers", "in Lights, like 1 item in your history"]
+    for empty in (no_evidence, null_evidence):
+        assert (empty.history, empty.shared_attributes, empty.co_engagement) == ([], [], [])
+        assert empty.factors == ["popular in Lights"]
+    assert no_events.history[0]["you"] == "viewed" and no_events.shared_attributes[0]["you"] == "viewed"
+    written = template_explanations(source.facts(recommendations))
+    assert written["explanation"][1] == "A popular choice in Lights that matches what you have been browsing."
+    assert "A lamp." in written["blurb"][0]  # too short a sentence to stand alone, the description leads anyway
+    nothing = source.facts(recommendations.head(0))
+    assert nothing.height == 0 and template_explanations(nothing).columns == written.columns
+
+
 def facts_of_alpha_one(published):
     shop, _ = published
     shop.write_config(hybrid_alpha=1.0)
