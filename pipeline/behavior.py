@@ -13,6 +13,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from pipeline.sparse import top_entries
+
 
 @dataclass
 class ItemCooccurrence:
@@ -35,10 +37,11 @@ class ItemCooccurrence:
         co_counts.setdiag(0)
         co_counts.eliminate_zeros()
         users_per_item = np.asarray(engaged.sum(axis=0)).ravel()
+        co_counts.sort_indices()
         coo = co_counts.tocoo()
-        cosine = coo.data / np.sqrt(users_per_item[coo.row] * users_per_item[coo.col])
-        keep = _top_per_row(coo.row, cosine, self.neighbors_per_item)
         shape = co_counts.shape
+        cosine = coo.data / np.sqrt(users_per_item[coo.row] * users_per_item[coo.col])
+        keep = np.sort(top_entries(coo.row, cosine, coo.col, shape[1], self.neighbors_per_item))
         self.similarity_ = sp.csr_matrix((cosine[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape)
         self.co_counts_ = sp.csr_matrix((coo.data[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape)
         return self
@@ -57,12 +60,3 @@ class ItemCooccurrence:
             "similarity": sim.data.astype(np.float64),
             "co_count": counts.data.astype(np.int64),
         }).sort(["product_id", "similarity"], descending=[False, True])
-
-
-def _top_per_row(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Indices of the `n` largest values within each row (ties broken by position)."""
-    order = np.lexsort((-values, rows))
-    sorted_rows = rows[order]
-    starts = np.searchsorted(sorted_rows, sorted_rows, side="left")
-    rank = np.arange(len(order)) - starts
-    return np.sort(order[rank < n])
