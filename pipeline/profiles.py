@@ -112,7 +112,12 @@ def user_profiles(matrix: InteractionMatrix, item_vectors: np.ndarray) -> np.nda
 
     A user whose weights are all zero (only bad ratings) gets a zero vector and no content signal.
     """
-    profiles = np.asarray(matrix.weights @ item_vectors, dtype=np.float32)
+    return profile_vectors(matrix.weights, item_vectors)
+
+
+def profile_vectors(weights: sp.csr_matrix, item_vectors: np.ndarray) -> np.ndarray:
+    """The profiles of the users (rows) of an interaction weights matrix (see `user_profiles`)."""
+    profiles = np.asarray(weights @ item_vectors, dtype=np.float32)
     norms = np.linalg.norm(profiles, axis=1, keepdims=True)
     return np.divide(profiles, norms, out=np.zeros_like(profiles), where=norms > 0)
 

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from pipeline.behavior import ItemCooccurrence
-from pipeline.profiles import InteractionMatrix, user_profiles
+from pipeline.profiles import InteractionMatrix, profile_vectors
 from pipeline.recommend import fuse_scores, merge_candidates, scale_behavior, scale_content
 from pipeline.sparse import SparseLookup
 from pipeline.vector_index import inner_products, search
@@ -107,7 +107,6 @@ class HybridRanker:
     candidates: int = 200
     neighbors_per_item: int = 100
     matrix_: InteractionMatrix = field(default=None, repr=False)
-    profiles_: np.ndarray = field(default=None, repr=False)
     item_vectors_: np.ndarray = field(default=None, repr=False)
     behavior_: ItemCooccurrence = field(default=None, repr=False)
     index_: faiss.Index = field(default=None, repr=False)
@@ -117,7 +116,6 @@ class HybridRanker:
         """`behavior`: a co-occurrence model already fitted on the same users' engagement, to reuse."""
         self.matrix_ = matrix
         self.item_vectors_ = np.ascontiguousarray(item_vectors, dtype=np.float32)
-        self.profiles_ = user_profiles(matrix, item_vectors)
         self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
         self.index_ = faiss.IndexFlatIP(self.item_vectors_.shape[1])
         self.index_.add(self.item_vectors_)
@@ -128,15 +126,17 @@ class HybridRanker:
         FAISS search) and by behaviour, as in `pipeline.recommend`; stock is ignored, since it is today's,
         not the evaluation window's. Nothing users x products is held."""
         n = self.candidates
+        # Profiles of the block's users only: the split's every user would be users x 384 floats per fit.
+        profiles = profile_vectors(self.matrix_.weights[rows], self.item_vectors_)
         purchased = SparseLookup(self.matrix_.purchased[rows])
         local = np.arange(len(rows))[:, None]
         deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
-        cosine_found, found = search(self.index_, self.profiles_[rows], n + deepest)
+        cosine_found, found = search(self.index_, profiles, n + deepest)
         usable = (found >= 0) & (purchased.get(local, found) == 0)
         content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
         raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
         behavior_rows = raw.top_per_row(n, excluded=purchased)
-        columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, self.profiles_[rows],
+        columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, profiles,
                                            self.item_vectors_)
         valid = columns >= 0
         low = np.where(valid, cosine, np.inf).min(axis=1)
@@ -147,6 +147,6 @@ class HybridRanker:
         in_pool = SparseLookup(sp.csr_matrix((np.ones(valid.sum(), dtype=np.float32), (pool_rows, columns[valid])),
                                              shape=(len(rows), len(self.item_vectors_))))
         return HybridScores(columns=columns, content=scale_content(cosine, valid),
-                            behavior=scale_behavior(raw_at_pool, valid), profiles=self.profiles_[rows],
+                            behavior=scale_behavior(raw_at_pool, valid), profiles=profiles,
                             item_vectors=self.item_vectors_, raw_behavior=raw, in_pool=in_pool, content_low=low,
                             content_span=span, behavior_high=high)
