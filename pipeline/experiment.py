@@ -172,12 +172,11 @@ def _tune(valid: Split, product_ids, item_vectors, scoring: ScoringSettings, set
     options = scoring.half_life_events_grid or (scoring.weighting.half_life_events,)
     best, tuning, baselines, l2 = None, [], None, settings.ease_l2[0]
     # Co-occurrence counts who engaged, not how recently: one behavioural model serves every half-life.
-    behavior = None
+    fitted = None
     for i, half_life in enumerate(options):
         trial = replace(scoring, weighting=replace(scoring.weighting, half_life_events=half_life or None))
-        rows, found_l2, behavior = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
-                                              segments=False, progress=progress, baselines=i == 0,
-                                              behavior=behavior)
+        rows, found_l2, fitted = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
+                                            segments=False, progress=progress, baselines=i == 0, fitted=fitted)
         if i == 0:
             baselines, l2 = rows.filter(pl.col("model") != "hybrid"), found_l2
         alpha, ndcg = _best_alpha(rows)
@@ -210,16 +209,32 @@ def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class SplitFit:
+    """What a split's first run learns from all its training users and later runs on the split reuse: the
+    behavioural model, how many users engaged with each product, and how many users there are."""
+
+    behavior: ItemCooccurrence
+    engaged: np.ndarray
+    users: int
+
+
 def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, scoring: ScoringSettings,
                settings: EvaluationSettings, ease_l2: tuple[float, ...], segments: bool,
                progress: bool, baselines: bool = True,
-               behavior: ItemCooccurrence | None = None) -> tuple[pl.DataFrame, float, ItemCooccurrence | None]:
-    """Every model's metrics on one split; also the chosen EASE lambda and the behavioural model fitted on the
-    split's training data (pass it back in to score the same split with another weighting)."""
+               fitted: SplitFit | None = None) -> tuple[pl.DataFrame, float, SplitFit | None]:
+    """Every model's metrics on one split; also the chosen EASE lambda and what was learned from all the
+    split's training users (pass it back in, without baselines, to score the same split with another
+    weighting: then only the evaluated users' events are read)."""
     if split.targets.is_empty() or split.train.is_empty():
         log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
-        return _empty_metrics(), ease_l2[len(ease_l2) // 2], behavior
-    matrix = interaction_matrix(split.train, product_ids, scoring.weighting)
+        return _empty_metrics(), ease_l2[len(ease_l2) // 2], fitted
+    train = split.train
+    if fitted is not None and not baselines:
+        # The behavioural model and the products' popularity come from an earlier run on this split: only
+        # the evaluated users' rows are read (ages still count from the split's newest event).
+        train = train.filter(pl.col("user_id").is_in(split.targets["user_id"].unique()))
+    matrix = interaction_matrix(train, product_ids, scoring.weighting, as_of=split.train["timestamp"].max())
     position = {u: i for i, u in enumerate(matrix.user_ids)}
     item_position = {p: i for i, p in enumerate(product_ids)}
     users = split.targets["user_id"].unique(maintain_order=True).to_list()
@@ -232,7 +247,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                             shape=(len(users), n_items))
     negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
 
-    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(matrix, item_vectors, behavior)
+    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(
+        matrix, item_vectors, fitted.behavior if fitted else None)
     popularity = PopularityRanker().fit(matrix) if baselines else None
     with_ease = baselines and n_items <= settings.ease_max_products
     if baselines and not with_ease:
@@ -295,10 +311,10 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
               if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
-    engaged = np.asarray((matrix.weights > 0).sum(axis=0)).ravel()
-    frame = _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix, rows, settings,
-                         segments)
-    return frame, chosen_l2, hybrid.behavior_
+    fitted = fitted or SplitFit(hybrid.behavior_, np.asarray((matrix.weights > 0).sum(axis=0)).ravel(),
+                                len(matrix.user_ids))
+    frame = _metric_rows(split, ranked, targets, pair_users, pair_items, fitted, matrix, rows, settings, segments)
+    return frame, chosen_l2, fitted
 
 
 def _best_ease(ranked, ease_l2, targets, settings) -> float:
@@ -365,14 +381,14 @@ def _sample_negatives(matrix: InteractionMatrix, rows: np.ndarray, targets: sp.c
     return out
 
 
-def _metric_rows(split, ranked, targets, pair_users, pair_items, engaged, matrix, rows, settings,
+def _metric_rows(split, ranked, targets, pair_users, pair_items, fitted: SplitFit, matrix, rows, settings,
                  segments: bool) -> pl.DataFrame:
-    n_items = targets.shape[1]
+    n_items, engaged = targets.shape[1], fitted.engaged
     events_per_user = dict(split.train.group_by("user_id").len().iter_rows())
     train_events = np.array([events_per_user.get(matrix.user_ids[r], 0) for r in rows])
     popular_cut = np.sort(engaged)[::-1][max(0, int(settings.popular_item_share * n_items) - 1)]
     popular_item = engaged >= max(popular_cut, 1)
-    share = engaged / max(len(matrix.user_ids), 1)
+    share = engaged / max(fitted.users, 1)
 
     user_segments = {"all": np.ones(len(rows), dtype=bool)}
     target_segments = {}
