@@ -215,11 +215,11 @@ class FactSource:
         # A product attribute is shared when history items hold it: how many (each item once), and how the
         # first of them was engaged with; in the product's attribute order.
         held = (
-            evidence.select("card", "you", code=_rows(self.attribute_codes, evidence["item_code"])["held"])
+            evidence.select("card", "you", code=self.attribute_codes["held"].gather(evidence["item_code"]))
             .explode("code").select(key=_pair("card", "code"), you="you")
             .sort("key", maintain_order=True)  # each key's rows in history order
         )
-        offered = (cards.select("card", code=_rows(self.attribute_codes, cards["product_code"])["offered"])
+        offered = (cards.select("card", code=self.attribute_codes["offered"].gather(cards["product_code"]))
                    .explode("code"))
         keys = offered.select(_pair("card", "code")).to_series()
         first = held["key"].search_sorted(keys, side="left")
