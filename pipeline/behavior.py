@@ -16,6 +16,10 @@ import scipy.sparse as sp
 from pipeline.sparse import top_entries
 
 
+PRODUCTS_PER_BLOCK = 4096
+"""Products whose co-engagement counts are held at once while fitting."""
+
+
 @dataclass
 class ItemCooccurrence:
     """Item-item cosine over co-engagement; learned state ends in `_`."""
@@ -30,20 +34,30 @@ class ItemCooccurrence:
     """The product of each row and column."""
 
     def fit(self, weights: sp.csr_matrix, product_ids: list[str]) -> "ItemCooccurrence":
-        """Learn from a users x products matrix of interest weights (any positive entry counts once)."""
+        """Learn from a users x products matrix of interest weights (any positive entry counts once).
+
+        Co-engagement is counted for a block of products at a time and cut to each product's neighbours
+        before the next block: the full products x products counts (hundreds of millions of pairs at a
+        million users) are never held."""
         self.product_ids_ = list(product_ids)
-        engaged = (weights > 0).astype(np.float32).tocsc()
-        co_counts = (engaged.T @ engaged).tocsr()
-        co_counts.setdiag(0)
-        co_counts.eliminate_zeros()
+        engaged = (weights > 0).astype(np.float32).tocsr()
+        by_product = engaged.T.tocsr()
         users_per_item = np.asarray(engaged.sum(axis=0)).ravel()
-        co_counts.sort_indices()
-        coo = co_counts.tocoo()
-        shape = co_counts.shape
-        cosine = coo.data / np.sqrt(users_per_item[coo.row] * users_per_item[coo.col])
-        keep = np.sort(top_entries(coo.row, cosine, coo.col, shape[1], self.neighbors_per_item))
-        self.similarity_ = sp.csr_matrix((cosine[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape)
-        self.co_counts_ = sp.csr_matrix((coo.data[keep].astype(np.float32), (coo.row[keep], coo.col[keep])), shape)
+        n = engaged.shape[1]
+        kept = []
+        for first in range(0, n, PRODUCTS_PER_BLOCK):
+            counts = (by_product[first:first + PRODUCTS_PER_BLOCK] @ engaged).tocsr()
+            counts.sort_indices()
+            block = counts.tocoo()
+            rows = block.row.astype(np.int64) + first
+            other = (rows != block.col) & (block.data > 0)  # a product is not its own neighbour
+            rows, columns, co = rows[other], block.col[other].astype(np.int64), block.data[other]
+            cosine = co / np.sqrt(users_per_item[rows] * users_per_item[columns])
+            best = top_entries(rows, cosine, columns, n, self.neighbors_per_item)
+            kept.append((rows[best], columns[best], cosine[best], co[best]))
+        rows, columns, cosine, co = (np.concatenate(parts) for parts in zip(*kept)) if kept else ([],) * 4
+        self.similarity_ = sp.csr_matrix((np.asarray(cosine, dtype=np.float32), (rows, columns)), (n, n))
+        self.co_counts_ = sp.csr_matrix((np.asarray(co, dtype=np.float32), (rows, columns)), (n, n))
         return self
 
     def score(self, weights: sp.csr_matrix) -> sp.csr_matrix:
