@@ -142,7 +142,9 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     path = find_input(input_dir, "interactions")
     raw, ignored = _read_as_text(path, INTERACTION_COLUMNS)
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
-    suite = interactions_suite(quality, known_products.to_list(), now or datetime.now(timezone.utc))
+    named = typed["product_id"].drop_nulls().unique()
+    unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
+    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc))
     report = assess(suite, typed, raw, path, quality, prior=unparsed)
     known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
     unknown = report.tolerated

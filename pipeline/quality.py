@@ -126,7 +126,11 @@ def products_suite(config: QualityConfig) -> Suite:
     return suite
 
 
-def interactions_suite(config: QualityConfig, known_products: list[str], now: datetime) -> Suite:
+def interactions_suite(config: QualityConfig, unknown_products: list[str], now: datetime) -> Suite:
+    """`unknown_products`: the product ids the events name that the catalog lacks (found beforehand with a
+    hash join). Flagging those ids is the same rule as "in the catalog's ids", but Great Expectations parses
+    every value of a set on every pass: a 100,000-product catalog cost ~30 s per 2 million events, against
+    well under a second for the few ids a log names wrongly."""
     import great_expectations.expectations as gxe
 
     from pipeline.ingest import EVENT_TYPES
@@ -141,7 +145,7 @@ def interactions_suite(config: QualityConfig, known_products: list[str], now: da
     suite.add(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)))
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="timestamp"))
     suite.add(gxe.ExpectColumnValuesToBeBetween(column="timestamp", max_value=latest))
-    suite.add(gxe.ExpectColumnValuesToBeInSet(column="product_id", value_set=known_products), "drop")
+    suite.add(gxe.ExpectColumnValuesToNotBeInSet(column="product_id", value_set=unknown_products), "drop")
     return suite
 
 
