@@ -12,6 +12,10 @@ held (users x a few hundred), so memory grows with users, never with users x pro
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -78,14 +82,31 @@ def recommend(matrix: InteractionMatrix, profiles: np.ndarray, item_vectors: np.
     rows = np.arange(len(matrix.user_ids)) if users is None else np.asarray(users, dtype=np.int64)
     content = ContentSearch.over(index, item_vectors, in_stock)
     scorer = _BlockScorer(matrix, profiles, item_vectors, content, behavior, in_stock, settings)
+    blocks = [rows[start:start + USERS_PER_BLOCK] for start in range(0, len(rows), USERS_PER_BLOCK)]
     parts = []
     bar = tqdm(total=len(rows), desc="recommending", unit="user", disable=not progress)
-    for start in range(0, len(rows), USERS_PER_BLOCK):
-        block = rows[start:start + USERS_PER_BLOCK]
-        parts.append(scorer.block(block))
-        bar.update(len(block))
+    # One block per core at a time, each single-threaded: the search is FAISS's threads either way, but
+    # the rest of a block (sparse reads, sorts, evidence) is single-threaded numpy that releases the GIL.
+    with _faiss_threads(1), ThreadPoolExecutor(max_workers=_cores()) as pool:
+        for block, part in zip(blocks, pool.map(scorer.block, blocks)):
+            parts.append(part)
+            bar.update(len(block))
     bar.close()
     return pl.concat(parts) if parts else _empty_frame()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@contextmanager
+def _faiss_threads(n: int) -> Iterator[None]:
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @dataclass(frozen=True)
