@@ -10,8 +10,12 @@ from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_b
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
-from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection
-from pipeline.llm import resolve_llm, write_card_explanations
+from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection, template_explanations
+from pipeline.llm import WriteStats, resolve_llm, write_card_explanations
+
+
+CARDS_AT_ONCE = 250_000
+"""Cards whose facts are held at once (a million users' top-10 facts at once needed over 20 GB)."""
 
 
 @dg.asset(group_name="recommender", kinds={"openai"}, partitions_def=user_buckets)
@@ -30,34 +34,40 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
     llm = resolve_llm(options)
     with reported(context) as meta:
         buckets = [bucket for bucket in BUCKET_NAMES if bucket in recommendations]
-        ranked = pl.concat([recommendations[bucket] for bucket in buckets])
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
-        # co-occurrence pairs); the cards' facts are made a bucket at a time, so only one bucket's are held.
-        # "Active" users count from the newest event of the whole log.
+        # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
+        # are held. "Active" users count from the newest event of the whole log.
         source = FactSource(products, pl.concat(events_by_bucket(context, interactions).values()),
                             behavior_model.pairs())
-        use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
         terms = CatalogTerms(products)
-        batches, first = {}, 0
+        batches, by_provider = {}, []
         for bucket in buckets:
-            last = first + recommendations[bucket].height
+            ranked = recommendations[bucket]
+            use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
             with bucket_reported(context, bucket) as bucket_meta:
-                written, stats = write_card_explanations(source.facts(recommendations[bucket]), use_llm[first:last],
-                                                         llm, terms, config.cache_dir / "explanations.sqlite")
+                stats, parts = WriteStats(), []
+                for first in range(0, ranked.height, CARDS_AT_ONCE):
+                    cards = ranked.slice(first, CARDS_AT_ONCE)
+                    written, _ = write_card_explanations(source.facts(cards), use_llm[first:first + cards.height],
+                                                         llm, terms, config.cache_dir / "explanations.sqlite",
+                                                         stats=stats)
+                    parts.append(written)
+                written = pl.concat(parts) if parts else template_explanations(source.facts(ranked))
                 batches[bucket] = ExplanationBatch(frame=written, llm_calls=stats.calls,
                                                    llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
                                                    fallbacks=dict(stats.fallbacks))
-                bucket_meta.update(frame_metadata(batches[bucket].frame.select(
+                bucket_meta.update(frame_metadata(written.select(
                     "user_id", "rank", "blurb", "explanation", "provider")),
                     llm_calls=stats.calls, llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
                     written_by_llm=stats.written, circuit_breaker_opened=stats.breaker_open)
             if stats.breaker_open:
                 context.log.warning(f"{bucket}: the LLM endpoint kept failing; the rest of the bucket used the "
                                     "template writer")
-            first = last
-        frame = pl.concat([batch.frame for batch in batches.values()])
-        by_provider = frame.group_by("provider", "fallback_reason").len().sort("len", descending=True)
-        meta.update(buckets=len(batches), cards=frame.height,
+            by_provider.append(written.group_by("provider", "fallback_reason").len())
+        cards = sum(batch.frame.height for batch in batches.values())
+        by_provider = (pl.concat(by_provider).group_by("provider", "fallback_reason").agg(pl.col("len").sum())
+                       .sort("len", descending=True))
+        meta.update(buckets=len(batches), cards=cards,
                     endpoint=llm.base_url if llm else "none (template)", model=llm.model if llm else "template",
                     llm_budget_per_bucket=f"{options.max_calls} calls, {options.max_tokens} tokens",
                     by_provider=preview(by_provider, rows=20))

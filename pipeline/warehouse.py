@@ -115,6 +115,10 @@ Frames = pl.DataFrame | Iterable[pl.DataFrame]
 only one bucket's rows are held in memory)."""
 
 
+PUBLISH_MEMORY_LIMIT = "4GB"
+"""What DuckDB may hold in memory while publishing."""
+
+
 class PublishError(RuntimeError):
     """Publishing failed; the message says what, and what readers still see."""
 
@@ -137,6 +141,9 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
+        # DuckDB's own default is 80% of the machine; the pipeline's frames live beside it, so a night's
+        # tables (tens of millions of rows) spill to disk rather than take the process down.
+        con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")
         con.execute("BEGIN TRANSACTION")
         counts = {name: _write_table(con, name, frames, run) for name, frames in tables.items()}
         run = replace(run, row_counts=counts)
