@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from unittest import mock
 
 import dagster as dg
@@ -45,6 +47,18 @@ def finished(process: subprocess.Popen, what: str) -> None:
     assert process.returncode == 0, f"{what} failed:\n{stderr[-4000:]}"
 
 
+@contextmanager
+def default_sigterm():
+    """Start the workers with SIGTERM's default action. An ignored SIGTERM (left by whatever started this
+    process) passes to the workers and on to Dagster's compute-log `tail` processes, which then outlive
+    each step: Dagster waits 30 s for each of the two, a minute per step."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_the_night_fanned_out_on_dask_publishes_what_one_process_does(tmp_path, monkeypatch):
     reference = write_tiny_shop(tmp_path / "reference")
     shop = write_tiny_shop(tmp_path / "dask")
@@ -59,8 +73,8 @@ def test_the_night_fanned_out_on_dask_publishes_what_one_process_does(tmp_path, 
     monkeypatch.delenv("SHOPREC_FAULT", raising=False)
     env = dict(os.environ)
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with default_sigterm(), LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                                         dashboard_address=None) as cluster, Client(cluster) as client:
         workers = client.run(os.getpid)
         warming = [client.submit(exec, "import assets.definitions", key=f"warm-up-{address}", workers=[address])
                    for address in workers]  # the workers load the definitions while the reference runs
