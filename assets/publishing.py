@@ -1,5 +1,5 @@
 """The publishing asset: every table and the run's record land in the warehouse in one transaction, the
-per-user tables merged from every bucket."""
+per-user tables streamed in from every bucket."""
 
 from dataclasses import replace
 
@@ -29,8 +29,8 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
               evaluation: EvaluationResult, alpha_sweep: ModelChoice, explanations: dict) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
     readers see the previous run's results until this one commits. The per-user tables are every bucket's
-    rows, a bucket at a time (each in user order); it refuses when a bucket was computed from other shared results than the
-    ones it publishes (a bucket run left over from another night)."""
+    rows, written a bucket at a time (each in user order); it refuses when a bucket was computed from other
+    shared results than the ones it publishes (a bucket run left over from another night)."""
     config = settings.get()
     with reported(context) as meta:
         out_of_step = buckets_out_of_step(context.instance, PER_USER)

@@ -96,8 +96,8 @@ class HybridScores:
         """profile . item for the broadcast pairs, without gathering a profile once per pair."""
         if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2 and items.shape[0] == 1:  # users x products
             return self.profiles[rows[:, 0]] @ self.item_vectors[items[0]].T
-        if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2:  # each user x their own products
-            return inner_products(self.profiles[rows[:, 0]], self.item_vectors, items)
+        if rows.ndim == 2 and rows.shape[1] == 1 and items.ndim == 2 and len(items) == len(rows):
+            return inner_products(self.profiles[rows[:, 0]], self.item_vectors, items)  # each user x their own
         rows, items = np.broadcast_arrays(rows, items)
         return np.einsum("...d,...d->...", self.profiles[rows], self.item_vectors[items])
 

@@ -123,11 +123,6 @@ class PublishError(RuntimeError):
     """Publishing failed; the message says what, and what readers still see."""
 
 
-Frames = pl.DataFrame | Iterable[pl.DataFrame]
-"""A table's rows: one frame, or frames written one after another (a bucket of users at a time, so only one
-bucket's rows are held in memory)."""
-
-
 def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Callable[[str], None] | None = None,
             amend: Callable[[RunRecord], RunRecord] | None = None) -> dict[str, int]:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
