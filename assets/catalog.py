@@ -10,12 +10,13 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
+from assets.nights import incremental_run
 from assets.reporting import check_result, frame_metadata, quality_check, reported
 from assets.resources import ShopSettings
 from pipeline.ingest import read_catalog, read_event_log
 from pipeline.config import Settings
 from pipeline.quality import QualityReport
-from pipeline.warehouse import record_quarantine
+from pipeline.warehouse import published_events, record_quarantine
 
 def quarantined(context: dg.AssetExecutionContext, config: Settings, report: QualityReport) -> dict:
     """Write the report's quarantined rows to the warehouse (now, so they stay even if the run stops)."""
@@ -47,12 +48,15 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
     quarantined and dropped (up to `quality.max_unknown_product_share`)."""
     config = settings.get()
     with reported(context) as meta:
-        log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False)
+        # An incremental night checks only the events the warehouse does not already hold.
+        published = published_events(config.warehouse_path) if incremental_run(context) else None
+        log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False,
+                             published=published)
         events = log.interactions
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
                     unknown_products_dropped=log.unknown_products_dropped,
                     duplicates_dropped=log.duplicates_dropped, ignored_columns=", ".join(log.ignored_columns),
-                    users=events["user_id"].n_unique(),
+                    users=events["user_id"].n_unique(), rows_checked=log.rows_checked,
                     first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()),
                     **quarantined(context, config, log.report))
     yield dg.Output(events, metadata=meta)

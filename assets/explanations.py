@@ -11,6 +11,7 @@ from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection, template_explanations
+from pipeline.incremental import NightPlan
 from pipeline.llm import WriteStats, resolve_llm, write_card_explanations
 
 
@@ -21,7 +22,7 @@ CARDS_AT_ONCE = 250_000
 @dg.asset(group_name="recommender", kinds={"openai"}, partitions_def=user_buckets)
 def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, recommendations: dict,
                  products: pl.DataFrame, interactions: pl.DataFrame,
-                 behavior_model: ItemCooccurrence) -> dg.Output[dict]:
+                 behavior_model: ItemCooccurrence, night_plan: NightPlan) -> dg.Output[dict]:
     """Grounded texts from facts in the warehouse only: an LLM behind any OpenAI-compatible endpoint for the
     configured share (cached by facts, budgeted, with a circuit breaker), the offline template for the rest
     and for every fallback, each row labelled with its provider, model, prompt version and any fallback.
@@ -37,8 +38,8 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
         # are held. "Active" users count from the newest event of the whole log.
-        source = FactSource(products, pl.concat(events_by_bucket(context, interactions).values()),
-                            behavior_model.pairs())
+        histories = pl.concat(events_by_bucket(context, night_plan.only(interactions)).values())
+        source = FactSource(products, histories, behavior_model.pairs())
         terms = CatalogTerms(products)
         batches, by_provider = {}, []
         for bucket in buckets:

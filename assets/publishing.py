@@ -17,20 +17,25 @@ from assets.runs import run_record
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.experiment import EvaluationResult
+from pipeline.incremental import NightPlan
 from pipeline.model_choice import ModelChoice
 from pipeline.vector_index import SavedIndex
-from pipeline.warehouse import prune_indexes, publish
+from pipeline.warehouse import RunRecord, prune_indexes, publish
 
 
 @dg.asset(group_name="recommender", kinds={"duckdb"})
 def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
               user_profiles: dict, behavior_model: ItemCooccurrence, recommendations: dict,
-              evaluation: EvaluationResult, alpha_sweep: ModelChoice, explanations: dict) -> dg.MaterializeResult:
+              evaluation: EvaluationResult, alpha_sweep: ModelChoice, explanations: dict,
+              night_plan: NightPlan) -> dg.MaterializeResult:
     """Publishes every table, stamped with the run id, and a `runs` row to the DuckDB warehouse, atomically:
     readers see the previous run's results until this one commits. The per-user tables are every bucket's
     rows, written a bucket at a time (each in user order); it refuses when a bucket was computed from other
-    shared results than the ones it publishes (a bucket run left over from another night)."""
+    shared results than the ones it publishes (a bucket run left over from another night).
+
+    An incremental night replaces only its users' rows of the per-user tables (their events included) and
+    leaves the co-occurrence model and the evaluation history as the last cold night published them."""
     config = settings.get()
     with reported(context) as meta:
         out_of_step = buckets_out_of_step(context.instance, PER_USER)
@@ -51,7 +56,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         # bucket's rows are held: at a million users, all of them at once would be several GB.
         tables = {
             "products": products,
-            "interactions": interactions,
+            "interactions": night_plan.only(interactions),
             "product_embeddings": pl.DataFrame({
                 "product_id": product_embeddings.product_ids, "text_hash": product_embeddings.text_hashes,
                 # A fixed-size array column straight from numpy (no Python floats).
@@ -59,23 +64,31 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             }),
             "similar_products": faiss_index.similar,
             "user_profiles": sorted_parts((profiles.table() for profiles in by_bucket(user_profiles)), ["user_id"]),
-            "item_cooccurrence": behavior_model.pairs(),
             "recommendations": sorted_parts(by_bucket(recommendations), ["user_id", "rank"]),
             "explanations": sorted_parts(explanation_frames(), ["user_id", "rank"]),
-            "eval_metrics": evaluation.metrics,
-            "eval_population": evaluation.population,
-            "eval_tuning": evaluation.tuning,
-            "alpha_sweep": alpha_sweep.sweep,
-            "model_info": pl.DataFrame([alpha_sweep.info]),
         }
+        if not night_plan.incremental:  # what only a cold night fits and evaluates
+            tables.update({
+                "item_cooccurrence": behavior_model.pairs(),
+                "eval_metrics": evaluation.metrics,
+                "eval_population": evaluation.population,
+                "eval_tuning": evaluation.tuning,
+                "alpha_sweep": alpha_sweep.sweep,
+                "model_info": pl.DataFrame([alpha_sweep.info]),
+            })
+        def completed(run: RunRecord) -> RunRecord:  # with what was tallied while the tables streamed in
+            recomputed = night_plan.users.len() if night_plan.incremental else run.row_counts["user_profiles"]
+            return replace(run, llm_calls=spent["calls"], llm_tokens=spent["tokens"], users_recomputed=recomputed)
+
         record = run_record(context.instance, context.run_id, config, "success", alpha=alpha_sweep.alpha,
                             faiss_index=str(faiss_index.path))
         row_counts = publish(config.warehouse_path, tables, record,
-                             on_step=lambda step: fault_point(f"warehouse/{step}"),
-                             amend=lambda run: replace(run, llm_calls=spent["calls"], llm_tokens=spent["tokens"]))
+                             on_step=lambda step: fault_point(f"warehouse/{step}"), amend=completed,
+                             replace_users=night_plan.users)
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
         meta.update(path=dg.MetadataValue.path(str(config.warehouse_path)), run_id=context.run_id,
+                    night=night_plan.kind,
                     old_indexes_removed=len(removed), user_buckets=USER_BUCKETS)
     return dg.MaterializeResult(metadata=meta)
 

@@ -10,6 +10,7 @@ from assets.reporting import check_result, frame_metadata, quality_check, report
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
+from pipeline.incremental import NightPlan
 from pipeline.model_choice import ModelChoice
 from pipeline.quality import check_recommendations
 from pipeline.recommend import RecommendationSettings, recommend
@@ -20,10 +21,12 @@ from pipeline.vector_index import SavedIndex, load_index
           partitions_def=user_buckets)
 def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
                     interactions: pl.DataFrame, product_embeddings: ProductEmbeddings, faiss_index: SavedIndex,
-                    user_profiles: dict, behavior_model: ItemCooccurrence, alpha_sweep: ModelChoice) -> Iterator:
+                    user_profiles: dict, behavior_model: ItemCooccurrence, alpha_sweep: ModelChoice,
+                    night_plan: NightPlan) -> Iterator:
     """Top-K products per user, `alpha * behavioral + (1 - alpha) * content` with alpha from `alpha_sweep`,
     purchased and out-of-stock products excluded, with the history items that contributed most as evidence;
-    for each bucket of users the run does (a user's list depends on nothing else in the bucket).
+    for each bucket of users the run does (a user's list depends on nothing else in the bucket), and of
+    those only the users `user_profiles` made profiles for (on an incremental night, the plan's users).
     Its blocking check holds the run's lists to their contract before anything is explained or published."""
     model = settings.get().model
     with reported(context) as meta:
@@ -43,7 +46,7 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
         meta.update(buckets=len(lists), hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source,
                     top_k=model.top_k)
         ranked = pl.concat(lists.values())
-        events = pl.concat(events_by_bucket(context, interactions).values())
+        events = pl.concat(events_by_bucket(context, night_plan.only(interactions)).values())
         report = check_recommendations(ranked, products, events, model.top_k)
     yield dg.Output(lists, metadata=meta)
     yield check_result(report)

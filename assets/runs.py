@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from pipeline.config import Settings
+from pipeline.incremental import COLD, NIGHT_TAG
 from pipeline.warehouse import RunRecord, record_failed_run
 
 
@@ -13,12 +14,14 @@ def run_record(instance: dg.DagsterInstance, run_id: str, config: Settings, stat
                row_counts: dict[str, int] | None = None, error: str | None = None,
                llm_calls: int | None = None, llm_tokens: int | None = None) -> RunRecord:
     stats = instance.get_run_stats(run_id)
+    run = instance.get_run_by_id(run_id)
+    night = (run.tags.get(NIGHT_TAG) if run else None) or COLD
     now = datetime.now(timezone.utc)
     started = datetime.fromtimestamp(stats.start_time, timezone.utc) if stats.start_time else now
     return RunRecord(run_id=run_id, started_at=started, finished_at=now, status=status,
                      hybrid_alpha=alpha if alpha is not None else _pinned_alpha(config), top_k=config.model.top_k, faiss_index=faiss_index,
                      row_counts=row_counts or {}, config=config.as_dict(), error=error, llm_calls=llm_calls,
-                     llm_tokens=llm_tokens)
+                     llm_tokens=llm_tokens, night=night)
 
 
 def _pinned_alpha(config: Settings) -> float | None:

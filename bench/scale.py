@@ -12,6 +12,11 @@ goals exclude them, so the "nightly, excluding embeddings" row leaves them out; 
 for encoding its catalog once. Per-asset times and peaks are the `elapsed_seconds` and `peak_rss_mb` every
 asset reports; "whole run" is the command's wall time and the process's peak RSS.
 
+After each cold run, an incremental night (`nightly_incremental`, same Dagster home and warehouse) on the
+shop a day later (`pipeline.synthetic.next_day`: 1% of products changed, 5% of users active; made once under
+.cache/bench/<size>/input_next): its assets, its whole run against the cold one's, and what it recomputed.
+`--no-incremental` skips it.
+
 Scoring, measured in this process on the run's own profiles and embeddings:
 - ceiling: one dense float32 product profiles (users x 384) @ embeddings.T (384 x products), in tiles that
   stay in cache, results discarded: the least any exact scoring of every (user, product) pair can cost;
@@ -50,6 +55,8 @@ SIZES = {  # users, products, events
     "large": (1_000_000, 100_000, 20_000_000),
 }
 EMBEDDINGS = "product_embeddings"
+NEXT_DAY = {"changed_share": 0.01, "active_share": 0.05}
+"""The incremental night's day: 1% of products changed, 5% of users active (the issue's goal)."""
 
 
 @dataclass
@@ -65,6 +72,10 @@ class SizeResult:
     scoring: dict[str, float] = field(default_factory=dict)
     """ceiling / naive / ours -> seconds for every user"""
     scoring_sample: int = 0
+    incremental: "SizeResult | None" = None
+    """The incremental night after the cold one (`--incremental`)."""
+    plan: dict[str, int] = field(default_factory=dict)
+    """What the incremental night found: users recomputed, products changed and encoded."""
 
 
 def shop_input(name: str) -> tuple[Path, ShopSize]:
@@ -82,46 +93,87 @@ def shop_input(name: str) -> tuple[Path, ShopSize]:
     return folder, size
 
 
-def run_nightly(name: str, input_dir: Path) -> tuple[SizeResult, Path]:
-    """The nightly job, cold but for the embedding cache; returns its figures and its Dagster home."""
+def next_day_input(name: str, input_dir: Path) -> Path:
+    """The shop a day later (`pipeline.synthetic.next_day`: 1% of products changed, 5% of users back), made
+    once beside the shop's input."""
+    import polars as pl
+
+    from pipeline.synthetic import next_day
+
+    folder = WORK / name / "input_next"
+    stamp = folder / "made_from.json"
+    wanted = (input_dir / "size.json").read_text() + json.dumps(NEXT_DAY)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        print(f"[{name}] making the next day's input ...", flush=True)
+        products, events = next_day(pl.read_csv(input_dir / "products.csv"),
+                                    pl.read_csv(input_dir / "interactions.csv"), **NEXT_DAY)
+        folder.mkdir(parents=True, exist_ok=True)
+        products.write_csv(folder / "products.csv")
+        events.write_csv(folder / "interactions.csv")
+        stamp.write_text(wanted)
+    return folder
+
+
+def run_nightly(name: str, input_dir: Path, job: str = "nightly") -> tuple[SizeResult, Path]:
+    """A run of `job` as a person runs it; `nightly` starts cold but for the embedding cache (a fresh Dagster
+    home and warehouse), `nightly_incremental` follows it in the same ones. Returns its figures and the home."""
     base = WORK / name
     home, warehouse_dir = base / "dagster_home", base / "warehouse"
-    for stale in (home, warehouse_dir, CACHE / "explanations.sqlite"):
-        if stale.is_dir():
-            shutil.rmtree(stale)
-        elif stale.exists():
-            stale.unlink()
-    home.mkdir(parents=True)
-    warehouse_dir.mkdir(parents=True)
+    if job == "nightly":
+        for stale in (home, warehouse_dir, CACHE / "explanations.sqlite"):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.exists():
+                stale.unlink()
+        home.mkdir(parents=True)
+        warehouse_dir.mkdir(parents=True)
     config = base / "config.json"
     config.write_text(json.dumps({"data": {"input_dir": str(input_dir), "warehouse": str(warehouse_dir / "warehouse.duckdb"),
                                            "cache_dir": str(CACHE)}}))
     env = {**os.environ, "SHOPREC_CONFIG": str(config), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     env.pop("SHOPREC_FAULT", None)
-    print(f"[{name}] nightly run (log: {base / 'run.log'}) ...", flush=True)
+    log_path = base / f"{job}.log"
+    print(f"[{name}] {job} run (log: {log_path}) ...", flush=True)
     started = time.perf_counter()
-    with open(base / "run.log", "w") as log:
+    with open(log_path, "w") as log:
         process = subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "assets.definitions",
-                                    "-j", "nightly"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                    "-j", job], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
-        raise SystemExit(f"[{name}] the nightly run failed; see {base / 'run.log'}")
+        raise SystemExit(f"[{name}] the {job} run failed; see {log_path}")
     users, products, events = SIZES[name]
     result = SizeResult(name, users, products, events, run_seconds=seconds, run_peak_mb=usage.ru_maxrss / 1024)
-    result.assets = asset_figures(home)
-    print(f"[{name}] nightly run: {seconds:.0f}s, peak {result.run_peak_mb:,.0f} MB", flush=True)
+    result.assets = asset_figures(home, job)
+    print(f"[{name}] {job} run: {seconds:.0f}s, peak {result.run_peak_mb:,.0f} MB", flush=True)
     return result, home
 
 
-def asset_figures(home: Path) -> dict[str, tuple[float, float]]:
-    """Each asset's reported elapsed seconds and peak memory: a step that did several partitions reports
-    its figures on each, so take them once per run; runs (one per bucket, when fanned out) add up."""
+def plan_figures(home: Path) -> dict[str, int]:
+    """What the newest incremental night recomputed: its plan's counts and the products it encoded."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    run = instance.get_runs(dg.RunsFilter(job_name="nightly_incremental"), limit=1)[0]
+    wanted = {"night_plan": ("users_recomputed", "users_with_changed_events", "users_listing_changed_products",
+                             "changed_products"), EMBEDDINGS: ("encoded",)}
+    figures = {}
+    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = entry.dagster_event.event_specific_data.materialization
+        for key in wanted.get(materialization.asset_key.to_user_string(), ()):
+            figures[key] = int(materialization.metadata[key].value)
+    return figures
+
+
+def asset_figures(home: Path, job: str = "nightly") -> dict[str, tuple[float, float]]:
+    """Each asset's reported elapsed seconds and peak memory in the runs of `job`: a step that did several
+    partitions reports its figures on each, so take them once per run; runs (one per bucket, when fanned
+    out) add up."""
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(home))
     figures: dict[str, tuple[float, float]] = {}
-    for run in instance.get_runs():
+    for run in instance.get_runs(dg.RunsFilter(job_name=job)):
         in_run: dict[str, tuple[float, float]] = {}
         for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
             materialization = entry.dagster_event.event_specific_data.materialization
@@ -239,7 +291,37 @@ def table(results: list[SizeResult]) -> str:
     lines.append("| " + " | ".join(["ours vs ceiling / naive", *ratios, *[""] * (len(results) - 1)]) + " |")
     notes = [f"{r.name}: scoring timed on {r.scoring_sample:,} random users (naive on {min(r.scoring_sample, 2000):,}), "
              f"scaled to {r.users:,}" for r in results if r.scoring_sample]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    lines += [""] + notes if notes else []
+    if any(r.incremental for r in results):
+        lines += ["", incremental_table(results)]
+    return "\n".join(lines)
+
+
+def incremental_table(results: list[SizeResult]) -> str:
+    """The incremental night after each cold one: each asset it ran, its whole run against the cold one's."""
+    done = [r for r in results if r.incremental]
+    header = ["incremental night (1% products changed, 5% users active)"] + [
+        f"{r.name}: s / peak MB" for r in done]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    assets = list(dict.fromkeys(a for r in done for a in r.incremental.assets))
+    for asset in assets:
+        cells = [(lambda f: f"{f[0]:,.1f} / {f[1]:,.0f}" if f else "-")(r.incremental.assets.get(asset))
+                 for r in done]
+        lines.append("| " + " | ".join([asset, *cells]) + " |")
+    rows = {
+        "whole run (command wall time, process peak)":
+            lambda r: f"{r.incremental.run_seconds:,.1f} / {r.incremental.run_peak_mb:,.0f}",
+        "share of the cold night's whole run":
+            lambda r: f"{100 * r.incremental.run_seconds / r.run_seconds:.1f}% of {r.run_seconds:,.1f} s",
+        "users recomputed (events changed; listing a changed product)":
+            lambda r: f"{r.plan.get('users_recomputed', 0):,} of {r.users:,} "
+                      f"({r.plan.get('users_with_changed_events', 0):,}; "
+                      f"{r.plan.get('users_listing_changed_products', 0):,})",
+        "products changed / encoded": lambda r: f"{r.plan.get('changed_products', 0):,} / {r.plan.get('encoded', 0):,}",
+    }
+    for label, cell in rows.items():
+        lines.append("| " + " | ".join([label, *(cell(r) for r in done)]) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -247,12 +329,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="small,medium,large")
     parser.add_argument("--scoring-users", type=int, default=20_000,
                         help="time scoring on at most this many users and scale to all (default 20000)")
+    parser.add_argument("--no-incremental", action="store_true",
+                        help="skip the incremental night that follows each cold one")
     args = parser.parse_args()
     results = []
     for name in args.sizes.split(","):
         input_dir, _ = shop_input(name)
         result, home = run_nightly(name, input_dir)
         time_scoring(result, home, args.scoring_users)
+        if not args.no_incremental:
+            result.incremental, _ = run_nightly(name, next_day_input(name, input_dir), job="nightly_incremental")
+            result.plan = plan_figures(home)
         results.append(result)
         print(table(results), flush=True)
     print(f"\n{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "

@@ -176,6 +176,12 @@ class ScaleConfig:
     step_storage: str = ""
     """Folder where steps leave their results for the next steps (Dagster's IO manager); empty:
     $DAGSTER_HOME/storage. When steps run on several machines, a folder on storage they all mount."""
+    incremental: bool = True
+    """The nightly schedule runs an incremental night (only users whose events or listed products changed are
+    recomputed, with the last cold night's models) when the last cold night is recent and the configuration
+    is unchanged; false: every night is cold."""
+    cold_every_days: float = 7.0
+    """A cold night (every model fit and evaluated again, every user recomputed) at least this often."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +351,7 @@ def _validate(settings: Settings) -> None:
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
         ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),
         ("scale.executor", settings.scale.executor in EXECUTORS, f"must be one of {', '.join(EXECUTORS)}"),
+        ("scale.cold_every_days", settings.scale.cold_every_days > 0, "must be more than 0"),
         ("api.max_k", 1 <= settings.api.max_k <= 1000, "must be between 1 and 1000"),
         ("explanations.provider", settings.explanations.provider in {"auto", "template", "openai"},
          "must be auto, template or openai"),

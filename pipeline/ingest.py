@@ -94,6 +94,8 @@ class EventLog:
     duplicates_dropped: int
     report: QualityReport
     ignored_columns: list[str]
+    rows_checked: int = 0
+    """Rows the checks ran over: all of them, or on an incremental night those not published before."""
 
 
 def find_input(input_dir: Path, stem: str) -> Path:
@@ -135,17 +137,23 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
 
 
 def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityConfig | None = None,
-                   now: datetime | None = None, strict: bool = True) -> EventLog:
+                   now: datetime | None = None, strict: bool = True,
+                   published: pl.DataFrame | None = None) -> EventLog:
     """Read, type and check the interactions; events for unknown products are quarantined and dropped (up to
-    `quality.max_unknown_product_share`), exact repeats dropped, both counted."""
+    `quality.max_unknown_product_share`), exact repeats dropped, both counted.
+
+    `published` (an incremental night): the events the warehouse holds, checked when they were published;
+    only the other rows, and rows naming a product the catalog no longer has, go through the checks again."""
     quality = quality or QualityConfig()
     path = find_input(input_dir, "interactions")
     raw, ignored = _read_as_text(path, INTERACTION_COLUMNS)
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
     named = typed["product_id"].drop_nulls().unique()
     unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
-    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc))
-    report = assess(suite, typed, raw, path, quality, prior=unparsed)
+    checking = typed if published is None or typed.is_empty() else _unpublished(typed, published, unknown_ids)
+    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc),
+                               whole_log=checking is typed)
+    report = assess(suite, checking, raw, path, quality, prior=unparsed)
     known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
     unknown = report.tolerated
     if unknown:
@@ -153,10 +161,18 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     interactions = known.unique(maintain_order=True).sort(["timestamp", "user_id", "product_id"])
     events = EventLog(interactions=interactions, source=path, rows_read=raw.height,
                       unknown_products_dropped=unknown, duplicates_dropped=known.height - interactions.height,
-                      report=report, ignored_columns=ignored)
+                      report=report, ignored_columns=ignored, rows_checked=checking.height)
     if strict:
         ensure_passed(report, path)
     return events
+
+
+def _unpublished(typed: pl.DataFrame, published: pl.DataFrame, unknown_ids: list[str]) -> pl.DataFrame:
+    """The rows of `typed` the warehouse does not hold (new or changed events), and those naming unknown ids."""
+    keys = ["user_id", "product_id", "event_type", "value", "timestamp"]
+    published = published.select(keys).with_columns(pl.col("timestamp").dt.convert_time_zone("UTC"))
+    new = typed.join(published, on=keys, how="anti", nulls_equal=True)
+    return pl.concat([new, typed.filter(pl.col("product_id").is_in(unknown_ids))]).unique("row").sort("row")
 
 
 def ensure_passed(report: QualityReport, path: Path) -> None:

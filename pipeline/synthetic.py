@@ -474,6 +474,49 @@ def write_shop(out_dir: Path, size: ShopSize = ShopSize()) -> tuple[Path, Path]:
     return products_path, interactions_path
 
 
+def next_day(products: pl.DataFrame, interactions: pl.DataFrame, changed_share: float = 0.01,
+             active_share: float = 0.05, seed: int = 1) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The shop a day later, for incremental nights: `changed_share` of the products get a new description
+    (a fifth of those also flip their stock), and `active_share` of the users come back for a session of 1
+    to ~8 events on the new day, each a product from their history or another of its category."""
+    rng = np.random.default_rng(seed)
+    end = interactions["timestamp"].str.to_datetime(time_zone="UTC").max()
+    changed = rng.choice(products.height, size=max(1, round(changed_share * products.height)), replace=False)
+    flips = changed[rng.random(len(changed)) < 0.2]
+    stamp = (end + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    row = pl.int_range(pl.len())
+    products = products.with_columns(
+        description=pl.when(row.is_in(changed.tolist())).then(pl.col("description") + " Now in a refreshed edition.")
+        .otherwise(pl.col("description")),
+        in_stock=pl.when(row.is_in(flips.tolist())).then(~pl.col("in_stock")).otherwise(pl.col("in_stock")),
+        updated_at=pl.when(row.is_in(changed.tolist())).then(pl.lit(stamp)).otherwise(pl.col("updated_at")),
+    )
+
+    users = interactions["user_id"].unique().sort()
+    active = users.gather(rng.choice(users.len(), size=max(1, round(active_share * users.len())), replace=False))
+    history = interactions.filter(pl.col("user_id").is_in(active.implode())).select("user_id", "product_id").sort(
+        "user_id")
+    spans = history.group_by("user_id", maintain_order=True).len()
+    starts = np.concatenate([[0], np.cumsum(spans["len"].to_numpy())[:-1]])
+    per_user = 1 + rng.poisson(2.0, spans.height)
+    owner = np.repeat(np.arange(spans.height), per_user)
+    picked = history["product_id"].gather(starts[owner] + (rng.random(len(owner)) * spans["len"].to_numpy()[owner])
+                                          .astype(np.int64))
+    by_category = products.group_by("category").agg("product_id")
+    siblings = dict(zip(by_category["category"], by_category["product_id"].to_list()))
+    category_of = dict(zip(products["product_id"], products["category"]))
+    revisit = rng.random(len(owner)) < 0.5
+    chosen = [p if keep else siblings[category_of[p]][int(rng.integers(len(siblings[category_of[p]])))]
+              for p, keep in zip(picked.to_list(), revisit)]
+    kinds = rng.choice(["view", "cart", "purchase"], size=len(owner), p=[0.75, 0.15, 0.10])
+    seconds = np.sort(rng.integers(1, 86_400, size=len(owner)))
+    new = pl.DataFrame({
+        "user_id": spans["user_id"].gather(owner), "product_id": chosen, "event_type": kinds, "value": 1.0,
+        "timestamp": [(end + timedelta(seconds=int(s))).strftime("%Y-%m-%dT%H:%M:%SZ") for s in seconds],
+    })
+    return products, pl.concat([interactions, new], how="diagonal_relaxed")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/sample"))

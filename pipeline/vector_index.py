@@ -84,16 +84,60 @@ def inner_products(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -
     return out
 
 
-def similar_products(index: faiss.Index, vectors: np.ndarray, product_ids: list[str], k: int) -> pl.DataFrame:
-    """Each product's `k` nearest other products: product_id, rank, similar_product_id, similarity."""
-    scores, rows = search(index, vectors, k + 1)
-    n, width = rows.shape
-    source = np.repeat(np.arange(n), width)
-    flat_rows, flat_scores = rows.ravel(), scores.ravel()
+def similar_products(index: faiss.Index, vectors: np.ndarray, product_ids: list[str], k: int,
+                     rows: np.ndarray | None = None) -> pl.DataFrame:
+    """Each product's `k` nearest other products: product_id, rank, similar_product_id, similarity; for the
+    products at `rows` only, when given."""
+    rows = np.arange(len(product_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    scores, found = search(index, vectors[rows], k + 1)
+    source = np.repeat(rows, found.shape[1])
+    flat_rows, flat_scores = found.ravel(), scores.ravel()
     keep = (flat_rows >= 0) & (flat_rows != source)
-    frame = pl.DataFrame({
-        "source": source[keep], "target": flat_rows[keep], "similarity": flat_scores[keep].astype(np.float64),
-    })
+    return _ranked(source[keep], flat_rows[keep], flat_scores[keep], product_ids, k)
+
+
+def similar_products_since(index: faiss.Index, vectors: np.ndarray, product_ids: list[str], k: int,
+                           previous: pl.DataFrame, unchanged: np.ndarray) -> pl.DataFrame:
+    """`similar_products` brought up to date from `previous` (the published lists) when only some vectors
+    changed (`unchanged[i]`: product i's vector is the one `previous` was found with). A product whose list
+    names a changed or vanished product, or that changed itself, is searched again; every other product keeps
+    its list, merged with the changed products that now come closer (found in an index of those alone)."""
+    ids = pl.Series("product_id", product_ids)
+    row_of = pl.DataFrame({"product_id": ids, "row": np.arange(len(ids)), "unchanged": unchanged})
+    known = previous.join(row_of, on="product_id").join(
+        row_of.rename({"product_id": "similar_product_id", "row": "target", "unchanged": "target_unchanged"}),
+        on="similar_product_id", how="left")
+    whole = min(k, len(ids) - 1)
+    intact = known.group_by("row").agg(
+        ok=pl.col("unchanged").first() & pl.col("target_unchanged").fill_null(False).all() & (pl.len() >= whole))
+    kept_rows = np.sort(intact.filter("ok")["row"].to_numpy())
+    redo = np.setdiff1d(np.arange(len(ids)), kept_rows)
+    changed = np.flatnonzero(~unchanged)
+    if not len(kept_rows) or not len(changed):
+        # Nothing kept can gain a neighbour: the kept lists stand as they are.
+        parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows)))]
+    else:
+        sub = build_index(vectors[changed])
+        scores, found = search(sub, vectors[kept_rows], k)
+        near = pl.DataFrame({"row": np.repeat(kept_rows, found.shape[1]), "target": changed[found.ravel()],
+                             "similarity": scores.ravel().astype(np.float64)})
+        parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows))), near]
+    merged = pl.concat(parts).sort(["row", "similarity", "target"], descending=[False, True, False])
+    updated = _ranked(merged["row"].to_numpy(), merged["target"].to_numpy(), merged["similarity"].to_numpy(),
+                      product_ids, k)
+    if len(redo):
+        updated = pl.concat([updated, similar_products(index, vectors, product_ids, k, rows=redo)])
+    return updated.sort("product_id", "rank")
+
+
+def _as_rows(known: pl.DataFrame) -> pl.DataFrame:
+    return known.select("row", pl.col("target").cast(pl.Int64), pl.col("similarity").cast(pl.Float64))
+
+
+def _ranked(source: np.ndarray, target: np.ndarray, similarity: np.ndarray, product_ids: list[str],
+            k: int) -> pl.DataFrame:
+    """(source, target, similarity) triples, best first within each source, as the first `k` per product."""
+    frame = pl.DataFrame({"source": source, "target": target, "similarity": similarity.astype(np.float64)})
     ranked = frame.with_columns(rank=pl.int_range(1, pl.len() + 1).over("source")).filter(pl.col("rank") <= k)
     ids = pl.Series(product_ids)
     return pl.DataFrame({

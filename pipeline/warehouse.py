@@ -18,6 +18,7 @@ from typing import Callable, Iterable
 import duckdb
 import polars as pl
 
+from pipeline.incremental import LastNights, PublishedState
 from pipeline.vector_index import ids_path
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ TABLES: dict[str, dict[str, str]] = {
     },
 }
 
+# Tables with a row (or rows) per user, which an incremental night replaces user by user.
+PER_USER_TABLES = ("interactions", "user_profiles", "recommendations", "explanations")
+
 # Evaluation history: appended by every published run and never overwritten, so SQL can compare nights.
 HISTORY_TABLES: dict[str, dict[str, str]] = {
     "eval_metrics": {
@@ -89,6 +93,7 @@ RUNS_COLUMNS = {
     "run_id": "VARCHAR PRIMARY KEY", "started_at": "TIMESTAMPTZ", "finished_at": "TIMESTAMPTZ",
     "status": "VARCHAR", "hybrid_alpha": "DOUBLE", "top_k": "INTEGER", "faiss_index": "VARCHAR",
     "row_counts": "JSON", "config": "JSON", "error": "VARCHAR", "llm_calls": "BIGINT", "llm_tokens": "BIGINT",
+    "night": "VARCHAR", "users_recomputed": "BIGINT",
 }
 
 
@@ -108,6 +113,9 @@ class RunRecord:
     error: str | None = None
     llm_calls: int | None = None
     llm_tokens: int | None = None
+    night: str = "cold"
+    """"cold" (everything recomputed) or "incremental" (only `users_recomputed` users' rows replaced)."""
+    users_recomputed: int | None = None
 
 
 Frames = pl.DataFrame | Iterable[pl.DataFrame]
@@ -124,12 +132,16 @@ class PublishError(RuntimeError):
 
 
 def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Callable[[str], None] | None = None,
-            amend: Callable[[RunRecord], RunRecord] | None = None) -> dict[str, int]:
+            amend: Callable[[RunRecord], RunRecord] | None = None,
+            replace_users: pl.Series | None = None) -> dict[str, int]:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
     `run` to `runs`, all in one transaction; then move the served snapshot to it. Returns the rows written
     per table, which are the run's `row_counts`; `amend` may complete the run's row from what was tallied
     while the tables streamed in. `on_step` is called with "written" (all written, not committed) and
-    "committed" (committed, snapshot not yet moved)."""
+    "committed" (committed, snapshot not yet moved).
+
+    `replace_users` (an incremental night): the per-user tables (`PER_USER_TABLES`) given lose only those
+    users' rows, and the frames bring their new ones; every other user's rows stay as published."""
     unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
@@ -140,7 +152,11 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
         # tables (tens of millions of rows) spill to disk rather than take the process down.
         con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")
         con.execute("BEGIN TRANSACTION")
-        counts = {name: _write_table(con, name, frames, run) for name, frames in tables.items()}
+        if replace_users is not None:
+            con.register("replaced_users", pl.DataFrame({"user_id": replace_users}).to_arrow())
+        counts = {name: _write_table(con, name, frames, run,
+                                     replace_users is not None and name in PER_USER_TABLES)
+                  for name, frames in tables.items()}
         run = replace(run, row_counts=counts)
         run = amend(run) if amend else run
         _insert_run(con, run)
@@ -211,12 +227,14 @@ def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
         f"INSERT OR REPLACE INTO runs ({names}) VALUES ({', '.join('?' * len(RUNS_COLUMNS))})",
         [run.run_id, run.started_at, run.finished_at, run.status, run.hybrid_alpha, run.top_k,
          run.faiss_index, json.dumps(run.row_counts), json.dumps(run.config, default=str), run.error,
-         run.llm_calls, run.llm_tokens],
+         run.llm_calls, run.llm_tokens, run.night, run.users_recomputed],
     )
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord) -> int:
-    """Write a table's frames, one after another; returns the rows written."""
+def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord,
+                 replacing_users: bool = False) -> int:
+    """Write a table's frames, one after another; returns the rows written. `replacing_users`: delete only
+    the rows of the users in the registered `replaced_users` relation first, not the whole table."""
     history = name in HISTORY_TABLES
     schema = HISTORY_TABLES[name] if history else TABLES[name]
     columns = {**schema, **LINEAGE_COLUMNS}
@@ -227,6 +245,9 @@ def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run:
         for column, kind in columns.items():
             con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{column}" {kind}')
         con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
+    elif replacing_users:
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
+        con.execute(f'DELETE FROM "{name}" WHERE user_id IN (SELECT user_id FROM replaced_users)')
     else:
         con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
     select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
@@ -299,7 +320,7 @@ def read_snapshot(snapshot: Path) -> dict[str, pl.DataFrame]:
     con = connect_readonly(snapshot)
     try:
         run = con.execute("SELECT * FROM runs WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1").pl()
-        run_id = run["run_id"][0]
+        evaluated = _evaluated_run_id(con)
         tables = {
             "run": run,
             "products": con.execute("SELECT * EXCLUDE (run_id, computed_at) FROM products").pl(),
@@ -314,12 +335,13 @@ def read_snapshot(snapshot: Path) -> dict[str, pl.DataFrame]:
             "interactions": con.execute(
                 "SELECT user_id, product_id, event_type, value, timestamp FROM interactions "
                 "ORDER BY user_id, timestamp DESC").pl(),
-            "model_info": con.execute("SELECT * FROM model_info WHERE run_id = ?", [run_id]).pl(),
+            # The evaluation of the newest cold night (an incremental night evaluates nothing).
+            "model_info": con.execute("SELECT * FROM model_info WHERE run_id = ?", [evaluated]).pl(),
             "alpha_sweep": con.execute("SELECT * FROM alpha_sweep WHERE run_id = ? ORDER BY split, metric, alpha",
-                                       [run_id]).pl(),
+                                       [evaluated]).pl(),
             "eval_metrics": con.execute(
                 "SELECT protocol, split, model, alpha, k, metric, value, ci_low, ci_high, segment, users "
-                "FROM eval_metrics WHERE run_id = ? AND segment = 'all' AND k = 10", [run_id]).pl(),
+                "FROM eval_metrics WHERE run_id = ? AND segment = 'all' AND k = 10", [evaluated]).pl(),
         }
         # The fallback list: most purchased and carted in-stock products of the last 30 days of the log.
         tables["popular"] = con.execute(
@@ -367,18 +389,98 @@ def latest_run(path: Path) -> dict | None:
 
 
 def latest_model_info(path: Path) -> dict | None:
-    """The `model_info` row of the newest successful run, or None before the first one."""
-    run = latest_run(path)
-    if run is None:
+    """The `model_info` row of the newest successful run that evaluated (a cold night), or None before the
+    first one."""
+    if latest_run(path) is None:
         return None
     con = connect_readonly(path)
     try:
-        rows = con.execute("SELECT * FROM model_info WHERE run_id = ?", [run["run_id"]]).pl()
+        rows = con.execute("SELECT * FROM model_info WHERE run_id = ?", [_evaluated_run_id(con)]).pl()
     except duckdb.CatalogException:
         return None
     finally:
         con.close()
     return rows.row(0, named=True) if rows.height else None
+
+
+def _evaluated_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The newest successful run that published an evaluation (incremental nights publish none)."""
+    row = con.execute(
+        "SELECT run_id FROM runs WHERE status = 'success' AND run_id IN (SELECT run_id FROM model_info) "
+        "ORDER BY finished_at DESC LIMIT 1").fetchone()
+    return row[0] if row else None
+
+
+def published_state(path: Path) -> PublishedState | None:
+    """What an incremental night compares tonight's inputs with: the newest successful run's users (event
+    count, newest event) and products (text hash, stock); None before anything was published."""
+    run = latest_run(path)
+    if run is None:
+        return None
+    con = connect_readonly(path)
+    try:
+        users = con.execute("SELECT user_id, n_events, last_event_at FROM user_profiles").pl()
+        products = con.execute(
+            "SELECT p.product_id, e.text_hash, p.in_stock FROM products p "
+            "LEFT JOIN product_embeddings e USING (product_id)").pl()
+    finally:
+        con.close()
+    return PublishedState(run_id=run["run_id"], users=users, products=products)
+
+
+def published_events(path: Path) -> pl.DataFrame | None:
+    """The published run's interactions (checked when they were published), or None before any run."""
+    if latest_run(path) is None:
+        return None
+    con = connect_readonly(path)
+    try:
+        return con.execute("SELECT user_id, product_id, event_type, value, timestamp FROM interactions").pl()
+    finally:
+        con.close()
+
+
+def published_similar(path: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The published run's `similar_products` and the text hash each product's vector was made from
+    (product_id, text_hash), or None before any run."""
+    if latest_run(path) is None:
+        return None
+    con = connect_readonly(path)
+    try:
+        similar = con.execute("SELECT product_id, rank, similar_product_id, similarity FROM similar_products").pl()
+        hashes = con.execute("SELECT product_id, text_hash FROM product_embeddings").pl()
+    finally:
+        con.close()
+    return similar, hashes
+
+
+def users_listing(path: Path, product_ids: pl.Series) -> pl.Series:
+    """Users whose published recommendations name any of `product_ids`."""
+    con = connect_readonly(path)
+    try:
+        con.register("wanted", pl.DataFrame({"product_id": product_ids}).to_arrow())
+        return con.execute("SELECT DISTINCT user_id FROM recommendations WHERE product_id IN "
+                           "(SELECT product_id FROM wanted)").pl()["user_id"]
+    finally:
+        con.close()
+
+
+def last_nights(path: Path) -> LastNights:
+    """When the newest published cold night finished, and with which configuration."""
+    if latest_run(path) is None:
+        return LastNights(published=False, last_cold_at=None, last_cold_config=None)
+    con = connect_readonly(path)
+    try:
+        row = con.execute(
+            "SELECT finished_at, config FROM runs WHERE status = 'success' AND coalesce(night, 'cold') = 'cold' "
+            "ORDER BY finished_at DESC LIMIT 1").fetchone()
+    except duckdb.BinderException:  # a warehouse from before `night` existed: every run was cold
+        row = con.execute("SELECT finished_at, config FROM runs WHERE status = 'success' "
+                          "ORDER BY finished_at DESC LIMIT 1").fetchone()
+    finally:
+        con.close()
+    if row is None:
+        return LastNights(published=True, last_cold_at=None, last_cold_config=None)
+    return LastNights(published=True, last_cold_at=row[0], last_cold_config=json.loads(row[1]))
 
 
 def index_path(warehouse: Path, run_id: str) -> Path:

@@ -6,7 +6,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.vector_index import build_index, load_index, save_index, search, similar_products
+from pipeline.vector_index import (build_index, load_index, save_index, search, similar_products,
+                                   similar_products_since)
 
 
 @pytest.fixture(scope="module")
@@ -48,3 +49,30 @@ def test_similar_products_exclude_the_product_itself(vectors):
     assert (similar["product_id"] != similar["similar_product_id"]).all()
     ordered = similar.group_by("product_id").agg(pl.col("similarity").is_sorted(descending=True).alias("ok"))
     assert ordered["ok"].all()
+
+
+def test_similar_products_brought_up_to_date_equal_a_full_search(vectors):
+    """An incremental night keeps the lists no changed product can enter or leave and searches the rest again:
+    the result is what searching every product finds, with some products edited, some gone and some new."""
+    rng = np.random.default_rng(11)
+    ids = [f"P{i:04d}" for i in range(len(vectors))]
+    before = similar_products(build_index(vectors), vectors, ids, 10)
+
+    now = vectors.copy()
+    edited = rng.choice(len(now), size=30, replace=False)
+    now[edited] = now[rng.choice(len(now), size=30)] + 0.2 * rng.normal(size=(30, now.shape[1]))
+    now /= np.linalg.norm(now, axis=1, keepdims=True)
+    gone = set(rng.choice(len(now), size=10, replace=False).tolist()) - set(edited.tolist())
+    keep = np.array([i for i in range(len(now)) if i not in gone])
+    new = rng.normal(size=(5, now.shape[1])).astype(np.float32) + now[:5]
+    now_ids = [ids[i] for i in keep] + [f"N{i}" for i in range(5)]
+    now = np.vstack([now[keep], new / np.linalg.norm(new, axis=1, keepdims=True)]).astype(np.float32)
+    unchanged = np.array([i not in set(edited.tolist()) for i in keep] + [False] * 5)
+
+    index = build_index(now)
+    full = similar_products(index, now, now_ids, 10).sort("product_id", "rank")
+    updated = similar_products_since(index, now, now_ids, 10, before, unchanged)
+    assert updated.height == full.height == len(now_ids) * 10
+    assert updated["product_id"].equals(full["product_id"])
+    assert updated["similar_product_id"].equals(full["similar_product_id"])
+    assert np.allclose(updated["similarity"], full["similarity"], atol=1e-5)

@@ -1,0 +1,43 @@
+"""The night's plan: cold (everything recomputed) or incremental (only the users whose lists can have changed).
+
+The run's `shoprec/night` tag says which: the `nightly` job is cold, `nightly_incremental` is incremental, and
+the nightly schedule picks one each night (`pipeline.incremental.night_kind`). An incremental run does not
+select the evaluation, the alpha sweep or the behavioural model, so Dagster hands the next steps their last
+materializations: the last cold night's.
+"""
+
+import dagster as dg
+import polars as pl
+
+from assets.reporting import reported
+from assets.resources import ShopSettings
+from pipeline.embeddings import ProductEmbeddings
+from pipeline.incremental import INCREMENTAL, NIGHT_TAG, NightPlan, cold_plan, plan_incremental
+from pipeline.warehouse import published_state, users_listing
+
+
+def incremental_run(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run is an incremental night (its `shoprec/night` tag)."""
+    return context.run.tags.get(NIGHT_TAG) == INCREMENTAL
+
+
+@dg.asset(group_name="recommender", kinds={"polars"})
+def night_plan(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame,
+               interactions: pl.DataFrame, product_embeddings: ProductEmbeddings) -> dg.Output[NightPlan]:
+    """Tonight's kind, from the run's `shoprec/night` tag (cold unless it says incremental), and on an
+    incremental night the users made again: those whose events changed since the published run, and those
+    whose published list names a product whose text or stock changed or that left the catalog."""
+    config = settings.get()
+    with reported(context) as meta:
+        if incremental_run(context):
+            warehouse = config.warehouse_path
+            plan = plan_incremental(products, product_embeddings.text_hashes, interactions,
+                                    published_state(warehouse), lambda ids: users_listing(warehouse, ids))
+            meta.update({"dagster/row_count": plan.users.len(), "users_recomputed": plan.users.len(),
+                         "users_with_changed_events": plan.users_with_changed_events,
+                         "users_listing_changed_products": plan.users_listing_changed_products,
+                         "changed_products": plan.changed_products.len(), "since_run": plan.since_run_id})
+        else:
+            plan = cold_plan()
+        meta.update(night=plan.kind)
+    return dg.Output(plan, metadata=meta)

@@ -1,0 +1,200 @@
+"""Incremental nights: after a cold night, the next one reads the new inputs, encodes only changed products and
+recomputes only the users whose lists can have changed; everyone else's published rows stay as they were. And
+the schedule's choice between a cold and an incremental night."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+from typing import NamedTuple
+from unittest import mock
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from checks import assert_valid_lists
+from conftest import Shop, metadata_value, write_tiny_shop
+from pipeline.incremental import COLD, INCREMENTAL, IncrementalError, LastNights, night_kind, plan_incremental
+from pipeline.vector_index import build_index, similar_products
+from pipeline.warehouse import current_snapshot, read_snapshot, read_table
+
+OUT_OF_STOCK = "T03"  # listed for the trail runner by the cold night
+REWORDED = "K03"  # a new description: a new embedding
+NEW_DAY = "2026-10-02T10:00:00Z"  # after every event of the tiny shop
+
+
+class Nights(NamedTuple):
+    shop: Shop
+    cold: dg.ExecuteInProcessResult
+    incremental: dg.ExecuteInProcessResult
+    cold_lists: pl.DataFrame
+    lists: pl.DataFrame
+    instance: dg.DagsterInstance
+
+
+def run_job(shop: Shop, job: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    from assets.definitions import defs
+
+    with mock.patch.dict(os.environ, {"SHOPREC_CONFIG": str(shop.config_path)}):
+        return defs.resolve_job_def(job).execute_in_process(instance=instance)
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory) -> Nights:
+    """A cold night on the tiny shop, then a day's changes, then an incremental night (one Dagster instance,
+    as on a deployment: the incremental run reads the cold night's models from its storage)."""
+    shop = write_tiny_shop(tmp_path_factory.mktemp("nights"))
+    instance = dg.DagsterInstance.ephemeral()
+    cold = run_job(shop, "nightly", instance)
+    cold_lists = read_table(shop.warehouse, "recommendations")
+
+    products = pl.read_csv(shop.input_dir / "products.csv")
+    products = products.with_columns(
+        in_stock=pl.when(pl.col("product_id") == OUT_OF_STOCK).then(False).otherwise(pl.col("in_stock")),
+        description=pl.when(pl.col("product_id") == REWORDED)
+        .then(pl.lit("An end-grain walnut board, now with juice grooves on both sides."))
+        .otherwise(pl.col("description")))
+    products.write_csv(shop.input_dir / "products.csv")
+    events = pl.read_csv(shop.input_dir / "interactions.csv")
+    new = pl.DataFrame({"user_id": ["U_ONE", "U_ONE", "U_NEW", "U_NEW"],
+                        "product_id": ["K01", "K01", "C02", "C03"],
+                        "event_type": ["view", "purchase", "view", "view"],
+                        "value": [1.0, 1.0, 1.0, 1.0], "timestamp": [NEW_DAY] * 4}, schema=events.schema)
+    pl.concat([events, new]).write_csv(shop.input_dir / "interactions.csv")
+
+    incremental = run_job(shop, "nightly_incremental", instance)
+    return Nights(shop, cold, incremental, cold_lists, read_table(shop.warehouse, "recommendations"), instance)
+
+
+def listing(lists: pl.DataFrame, *products: str) -> set[str]:
+    return set(lists.filter(pl.col("product_id").is_in(products))["user_id"])
+
+
+def test_only_users_with_new_events_or_a_changed_listed_product_are_recomputed(nights):
+    assert nights.cold.success and nights.incremental.success
+    expected = {"U_ONE", "U_NEW"} | listing(nights.cold_lists, OUT_OF_STOCK, REWORDED)
+    assert listing(nights.cold_lists, OUT_OF_STOCK), "the cold night should have listed the product"
+    assert len(expected) < nights.cold_lists["user_id"].n_unique()  # the test means something
+
+    recomputed = set(nights.lists.filter(pl.col("run_id") == nights.incremental.run_id)["user_id"])
+    assert recomputed == expected
+    assert metadata_value(nights.incremental, "night_plan", "users_recomputed") == len(expected)
+    runs = read_table(nights.shop.warehouse, "runs").sort("finished_at")
+    assert runs["night"].to_list() == [COLD, INCREMENTAL]
+    assert runs["users_recomputed"][1] == len(expected)
+
+    # Everyone else's rows are the cold night's, unchanged.
+    columns = ["user_id", "rank", "product_id", "score", "run_id"]
+    kept = nights.lists.filter(~pl.col("user_id").is_in(list(expected))).select(columns).sort("user_id", "rank")
+    before = nights.cold_lists.filter(~pl.col("user_id").is_in(list(expected))).select(columns).sort("user_id", "rank")
+    assert kept.height > 0 and kept.equals(before)
+
+
+def test_the_new_lists_follow_the_new_inputs(nights):
+    lists = assert_valid_lists(nights.shop.warehouse, k=5)
+    assert OUT_OF_STOCK not in set(lists["product_id"])  # gone out of stock: gone from every list
+    assert "K01" not in set(lists.filter(pl.col("user_id") == "U_ONE")["product_id"])  # bought today
+    assert lists.filter(pl.col("user_id") == "U_NEW").height == 5  # a new user has a list
+    explained = read_table(nights.shop.warehouse, "explanations").filter(pl.col("user_id") == "U_NEW")
+    assert explained.height == 5 and explained["explanation"].str.len_chars().min() > 0
+    events = read_table(nights.shop.warehouse, "interactions")
+    assert events.height == pl.read_csv(nights.shop.input_dir / "interactions.csv").height
+    profiles = read_table(nights.shop.warehouse, "user_profiles")
+    assert profiles.filter(pl.col("user_id") == "U_ONE")["n_events"].to_list() == [3]
+
+
+def test_only_the_changed_product_is_encoded_and_the_models_are_the_cold_nights(nights):
+    assert metadata_value(nights.incremental, "product_embeddings", "encoded") == 1
+    assert metadata_value(nights.incremental, "faiss_index", "vectors_changed") == 1
+    assert metadata_value(nights.incremental, "interactions", "rows_checked") == 4  # the new events only
+    done = {m.asset_key.to_user_string() for m in nights.incremental.get_asset_materialization_events()}
+    assert not done & {"evaluation", "alpha_sweep", "behavior_model"}
+    # The API still shows the evaluation behind the lists: the cold night's.
+    served = read_snapshot(current_snapshot(nights.shop.warehouse))
+    assert served["run"]["run_id"][0] == nights.incremental.run_id
+    assert served["model_info"]["run_id"].to_list() == [nights.cold.run_id]
+    assert served["eval_metrics"].height > 0
+
+
+def test_the_schedule_runs_incremental_nights_between_cold_ones(nights):
+    from assets.definitions import defs
+
+    schedule = defs.get_repository_def().get_schedule_def("nightly_schedule")
+
+    def tonight(at: datetime) -> dg.RunRequest:
+        with mock.patch.dict(os.environ, {"SHOPREC_CONFIG": str(nights.shop.config_path)}):
+            context = dg.build_schedule_context(instance=nights.instance, scheduled_execution_time=at,
+                                                repository_def=defs.get_repository_def())
+            return schedule.evaluate_tick(context).run_requests[0]
+
+    tomorrow = tonight(datetime.now(timezone.utc) + timedelta(days=1))
+    assert tomorrow.tags["shoprec/night"] == INCREMENTAL
+    assert {k.to_user_string() for k in tomorrow.asset_selection} == {
+        "products", "interactions", "product_embeddings", "faiss_index", "night_plan", "user_profiles",
+        "recommendations", "explanations", "warehouse"}
+    in_a_week = tonight(datetime.now(timezone.utc) + timedelta(days=7))
+    assert in_a_week.tags["shoprec/night"] == COLD and not in_a_week.asset_selection
+
+
+def test_night_kind_goes_cold_when_it_must():
+    now = datetime(2026, 11, 26, 2, tzinfo=timezone.utc)
+    config = {"model": {"top_k": 10}, "scale": {"executor": "in_process"}, "api": {"port": 8000}}
+    recent = LastNights(published=True, last_cold_at=now - timedelta(days=1), last_cold_config=config)
+    assert night_kind(config, True, 7, recent, now)[0] == INCREMENTAL
+    # Settings that do not shape the lists may change between nights.
+    assert night_kind({**config, "api": {"port": 9000}, "scale": {"executor": "dask"}}, True, 7, recent,
+                      now)[0] == INCREMENTAL
+    kind, why = night_kind({**config, "model": {"top_k": 20}}, True, 7, recent, now)
+    assert kind == COLD and "model.top_k" in why
+    assert night_kind(config, False, 7, recent, now)[0] == COLD
+    assert night_kind(config, True, 7, LastNights(False, None, None), now)[0] == COLD
+    old = LastNights(published=True, last_cold_at=now - timedelta(days=8), last_cold_config=config)
+    assert night_kind(config, True, 7, old, now)[0] == COLD
+
+
+def test_an_incremental_night_before_any_cold_one_says_what_to_run():
+    products = pl.DataFrame({"product_id": ["P1"], "in_stock": [True]})
+    events = pl.DataFrame({"user_id": ["U1"], "product_id": ["P1"], "event_type": ["view"],
+                           "timestamp": [datetime(2026, 11, 1, tzinfo=timezone.utc)]})
+    with pytest.raises(IncrementalError, match="run the cold `nightly` job"):
+        plan_incremental(products, ["h"], events, None, lambda ids: ids)
+
+
+def test_checking_only_unpublished_events_finds_what_the_full_check_finds(tiny_shop):
+    """An incremental night's event check (only rows the warehouse lacks, and rows naming products no longer
+    sold) keeps, drops and quarantines the same rows as checking the whole log."""
+    from pipeline.config import QualityConfig
+    from pipeline.ingest import read_event_log
+
+    catalog = pl.read_csv(tiny_shop.input_dir / "products.csv")["product_id"]
+    quality = QualityConfig(max_quarantine_share=0.5, max_unknown_product_share=0.5)
+    published = read_event_log(tiny_shop.input_dir, catalog, quality).interactions
+
+    events = pl.read_csv(tiny_shop.input_dir / "interactions.csv")
+    new = pl.DataFrame({"user_id": ["U_ONE", "U_ONE"], "product_id": ["K02", "K03"],
+                        "event_type": ["view", "teleport"], "value": [1.0, 1.0], "timestamp": [NEW_DAY] * 2},
+                       schema=events.schema)
+    pl.concat([events, new]).write_csv(tiny_shop.input_dir / "interactions.csv")
+    still_sold = catalog.filter(catalog != "C01")  # the tent left the catalog: its old events must go too
+
+    full = read_event_log(tiny_shop.input_dir, still_sold, quality, strict=False)
+    incremental = read_event_log(tiny_shop.input_dir, still_sold, quality, strict=False, published=published)
+    tent_events = events.filter(pl.col("product_id") == "C01").height
+    assert incremental.rows_checked == 2 + tent_events < full.rows_checked
+    assert incremental.interactions.equals(full.interactions)
+    assert incremental.report.quarantine.select("row", "rule").equals(full.report.quarantine.select("row", "rule"))
+    teleport = incremental.report.quarantine.filter(pl.col("column") == "event_type")
+    assert teleport["row"].to_list() == [events.height + 2]  # 1-based data rows: the second new one
+    assert incremental.unknown_products_dropped == tent_events
+
+
+def test_similar_products_after_an_incremental_night_equal_a_full_search(nights):
+    embeddings = read_table(nights.shop.warehouse, "product_embeddings")
+    vectors = np.stack(embeddings["embedding"].to_list()).astype(np.float32)
+    full = similar_products(build_index(vectors), vectors, embeddings["product_id"].to_list(), 5)
+    published = read_table(nights.shop.warehouse, "similar_products")
+    columns = ["product_id", "rank", "similar_product_id"]
+    assert published.select(columns).sort(columns).equals(full.select(columns).sort(columns))
+
