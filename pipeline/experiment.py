@@ -272,6 +272,13 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
         record(model, alpha, _top_n(np.where(purchased, -np.inf, scores), depth), scores[local, pair_items[in_block]],
                np.take_along_axis(scores, negatives[users_in], axis=1)[local], block)
 
+    def keep_popularity(block):
+        """Popularity ranks every user's products alike: its lists are the catalog's order, less purchases."""
+        users_in, purchased, in_block, local = block
+        record("popularity", None, _top_in_order(popular_order, purchased, depth),
+               popularity.popularity_[pair_items[in_block]], popularity.popularity_[negatives[users_in][local]],
+               block)
+
     def keep_hybrid(scores: HybridScores, block):
         """The hybrid at every alpha. What production lists: only its candidate pool can be recommended, so
         products outside it rank below every pool product (fused scores lie in [0, 1]: outside, 2 less).
@@ -295,6 +302,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
             record("hybrid", alpha, top, outside_pool_lower(*at_targets, alpha),
                    outside_pool_lower(*at_negatives, alpha), block)
 
+    # Most popular first, ties to the lower column.
+    popular_order = np.argsort(-popularity.popularity_, kind="stable") if popularity is not None else None
     blocks = range(0, len(users), USER_BLOCK)
     for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
         block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
@@ -303,7 +312,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
         in_block = np.flatnonzero((pair_users >= start) & (pair_users < start + len(block_users)))
         block = (block_users, matrix.purchased[block_rows].toarray() > 0, in_block, pair_users[in_block] - start)
         if popularity is not None:
-            keep("popularity", None, popularity.scores(block_rows), block)
+            keep_popularity(block)
         for model in ease_models:
             keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block)
         keep_hybrid(hybrid.block(block_rows), block)
@@ -333,6 +342,17 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
     top = np.take_along_axis(part, order, axis=1)
     top = np.where(np.isfinite(np.take_along_axis(scores, top, axis=1)), top, -1)
     return np.pad(top, ((0, 0), (0, n - width)), constant_values=-1)
+
+
+def _top_in_order(order: np.ndarray, excluded: np.ndarray, n: int) -> np.ndarray:
+    """Each row's first `n` columns of `order` that `excluded` (rows x columns, bool) does not exclude; -1 pads."""
+    head = order[:n + int(excluded.sum(axis=1).max(initial=0))]
+    allowed = ~excluded[:, head]
+    rank = np.cumsum(allowed, axis=1) - 1
+    rows, at = np.nonzero(allowed & (rank < n))
+    top = np.full((len(excluded), n), -1, dtype=np.int64)
+    top[rows, rank[rows, at]] = head[at]
+    return top
 
 
 def _true_columns(mask: np.ndarray) -> np.ndarray:

@@ -31,9 +31,6 @@ class PopularityRanker:
         self.popularity_ = np.asarray((matrix.weights > 0).sum(axis=0), dtype=np.float32).ravel()
         return self
 
-    def scores(self, rows: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(self.popularity_, (len(rows), len(self.popularity_))).copy()
-
 
 @dataclass
 class EaseRanker:
