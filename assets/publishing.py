@@ -76,6 +76,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                 "alpha_sweep": alpha_sweep.sweep,
                 "model_info": pl.DataFrame([alpha_sweep.info]),
             })
+
         def completed(run: RunRecord) -> RunRecord:  # with what was tallied while the tables streamed in
             recomputed = night_plan.users.len() if night_plan.incremental else run.row_counts["user_profiles"]
             return replace(run, llm_calls=spent["calls"], llm_tokens=spent["tokens"], users_recomputed=recomputed)

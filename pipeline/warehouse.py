@@ -135,28 +135,41 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
             amend: Callable[[RunRecord], RunRecord] | None = None,
             replace_users: pl.Series | None = None) -> dict[str, int]:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
-    `run` to `runs`, all in one transaction; then move the served snapshot to it. Returns the rows written
-    per table, which are the run's `row_counts`; `amend` may complete the run's row from what was tallied
-    while the tables streamed in. `on_step` is called with "written" (all written, not committed) and
-    "committed" (committed, snapshot not yet moved).
+    `run` to `runs`, atomically; then move the served snapshot to it. Returns the rows written per table,
+    which are the run's `row_counts`; `amend` may complete the run's row from what was tallied while the
+    tables streamed in. `on_step` is called with "written" (all written, not committed) and "committed"
+    (committed, snapshot not yet moved).
+
+    A replaced table is first built under a staging name, committed a few million rows at a time (DuckDB
+    holds a transaction's rows in memory until it commits: a million users' tables in one transaction
+    took over 20 GB); one last transaction swaps every staged table in and writes the rest, so readers and
+    a run killed anywhere see the previous run's tables or the new ones, never a mix.
 
     `replace_users` (an incremental night): the per-user tables (`PER_USER_TABLES`) given lose only those
-    users' rows, and the frames bring their new ones; every other user's rows stay as published."""
+    users' rows, and the frames bring their new ones (few: written in the last transaction); every other
+    user's rows stay as published."""
     unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
+    in_place = {name for name in tables if name in HISTORY_TABLES
+                or (replace_users is not None and name in PER_USER_TABLES)}
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
         # DuckDB's own default is 80% of the machine; the pipeline's frames live beside it, so a night's
         # tables (tens of millions of rows) spill to disk rather than take the process down.
         con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")
+        _drop_staged(con)  # a killed run's leftovers
+        counts = {name: _stage_table(con, name, frames, run) for name, frames in tables.items()
+                  if name not in in_place}
         con.execute("BEGIN TRANSACTION")
+        for name in counts:
+            con.execute(f'DROP TABLE IF EXISTS "{name}"')
+            con.execute(f'ALTER TABLE "{STAGING_PREFIX}{name}" RENAME TO "{name}"')
         if replace_users is not None:
             con.register("replaced_users", pl.DataFrame({"user_id": replace_users}).to_arrow())
-        counts = {name: _write_table(con, name, frames, run,
-                                     replace_users is not None and name in PER_USER_TABLES)
-                  for name, frames in tables.items()}
+        counts.update({name: _write_table(con, name, tables[name], run) for name in tables if name in in_place})
+        counts = {name: counts[name] for name in tables}
         run = replace(run, row_counts=counts)
         run = amend(run) if amend else run
         _insert_run(con, run)
@@ -186,6 +199,32 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
                            "next successful run publishes a new snapshot.") from exc
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
     return counts
+
+
+STAGING_PREFIX = "staging_"
+"""A table being built for the next swap: never read, dropped when a run died before its swap."""
+
+ROWS_PER_COMMIT = 2_000_000
+"""Rows of a staged table committed at once."""
+
+
+def _drop_staged(con: duckdb.DuckDBPyConnection) -> None:
+    staged = con.execute("SELECT table_name FROM information_schema.tables WHERE table_name LIKE ?",
+                         [STAGING_PREFIX + "%"]).fetchall()
+    for (name,) in staged:
+        con.execute(f'DROP TABLE "{name}"')
+
+
+def _stage_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord) -> int:
+    """Build `name`'s new rows as the staging table, committing every `ROWS_PER_COMMIT` rows; returns the rows."""
+    columns = {**TABLES[name], **LINEAGE_COLUMNS}
+    ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+    con.execute(f'CREATE TABLE "{STAGING_PREFIX}{name}" ({ddl})')
+    written = 0
+    for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
+        for chunk in frame.iter_slices(ROWS_PER_COMMIT):
+            written += _insert(con, f"{STAGING_PREFIX}{name}", name, TABLES[name], chunk, run)
+    return written
 
 
 def record_failed_run(path: Path, run: RunRecord) -> None:
@@ -231,38 +270,38 @@ def _insert_run(con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
     )
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord,
-                 replacing_users: bool = False) -> int:
-    """Write a table's frames, one after another; returns the rows written. `replacing_users`: delete only
-    the rows of the users in the registered `replaced_users` relation first, not the whole table."""
+def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run: RunRecord) -> int:
+    """Write a table's frames in place, in the open transaction: a history table gets them appended (this
+    run's earlier rows, if any, replaced), a per-user table loses the rows of the users in the registered
+    `replaced_users` first. Returns the rows written."""
     history = name in HISTORY_TABLES
     schema = HISTORY_TABLES[name] if history else TABLES[name]
     columns = {**schema, **LINEAGE_COLUMNS}
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
+    con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
     if history:
-        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
         # History outlives releases: columns added since the table was created are added, older rows get NULL.
         for column, kind in columns.items():
             con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{column}" {kind}')
         con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
-    elif replacing_users:
-        con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
-        con.execute(f'DELETE FROM "{name}" WHERE user_id IN (SELECT user_id FROM replaced_users)')
     else:
-        con.execute(f'CREATE OR REPLACE TABLE "{name}" ({ddl})')
+        con.execute(f'DELETE FROM "{name}" WHERE user_id IN (SELECT user_id FROM replaced_users)')
+    frames = [frames] if isinstance(frames, pl.DataFrame) else frames
+    return sum(_insert(con, name, name, schema, frame, run) for frame in frames)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, target: str, name: str, schema: dict[str, str], frame: pl.DataFrame,
+            run: RunRecord) -> int:
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise ValueError(f"table {name}: frame lacks columns {missing}")
     select = ", ".join(f'CAST("{c}" AS {t})' for c, t in schema.items())
-    names = ", ".join(f'"{c}"' for c in columns)
-    written = 0
-    for frame in [frames] if isinstance(frames, pl.DataFrame) else frames:
-        missing = [c for c in schema if c not in frame.columns]
-        if missing:
-            raise ValueError(f"table {name}: frame lacks columns {missing}")
-        con.register("incoming", frame.select(list(schema)).to_arrow())
-        con.execute(f'INSERT INTO "{name}" ({names}) SELECT {select}, ?, ? FROM incoming',
-                    [run.run_id, run.finished_at])
-        con.unregister("incoming")
-        written += frame.height
-    return written
+    names = ", ".join(f'"{c}"' for c in {**schema, **LINEAGE_COLUMNS})
+    con.register("incoming", frame.select(list(schema)).to_arrow())
+    con.execute(f'INSERT INTO "{target}" ({names}) SELECT {select}, ?, ? FROM incoming',
+                [run.run_id, run.finished_at])
+    con.unregister("incoming")
+    return frame.height
 
 
 SNAPSHOTS = "snapshots"

@@ -198,3 +198,17 @@ def test_similar_products_after_an_incremental_night_equal_a_full_search(nights)
     columns = ["product_id", "rank", "similar_product_id"]
     assert published.select(columns).sort(columns).equals(full.select(columns).sort(columns))
 
+
+
+def test_a_quiet_night_recomputes_nobody_and_keeps_every_row(tiny_shop):
+    instance = dg.DagsterInstance.ephemeral()
+    cold = run_job(tiny_shop, "nightly", instance)
+    before = read_table(tiny_shop.warehouse, "recommendations")
+    quiet = run_job(tiny_shop, "nightly_incremental", instance)
+    assert quiet.success
+    assert metadata_value(quiet, "night_plan", "users_recomputed") == 0
+    after = read_table(tiny_shop.warehouse, "recommendations")
+    assert after.sort("user_id", "rank").equals(before.sort("user_id", "rank"))
+    assert set(after["run_id"]) == {cold.run_id}
+    runs = read_table(tiny_shop.warehouse, "runs").sort("finished_at")
+    assert runs["night"].to_list() == [COLD, INCREMENTAL] and runs["users_recomputed"][1] == 0
