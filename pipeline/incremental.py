@@ -18,6 +18,7 @@ a user who did nothing, behaviour learned from tonight's events, and a better al
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -80,7 +81,7 @@ def cold_plan() -> NightPlan:
 
 
 def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.DataFrame,
-                     published: PublishedState | None, listing) -> NightPlan:
+                     published: PublishedState | None, listing: Callable[[pl.Series], pl.Series]) -> NightPlan:
     """Compare tonight's inputs with the published run. `listing(product_ids)` returns the users whose
     published list names any of those products."""
     if published is None:

@@ -10,6 +10,8 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -410,19 +412,23 @@ def read_table(path: Path, name: str) -> pl.DataFrame:
 
 def latest_run(path: Path) -> dict | None:
     """The newest successful run, or None when nothing has been published yet."""
+    with _published(path) as published:
+        return published[1] if published else None
+
+
+@contextmanager
+def _published(path: Path) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict] | None]:
+    """A read-only connection to the warehouse and its newest successful run; None before anything was
+    published."""
     if not path.exists():
-        return None
+        yield None
+        return
     con = connect_readonly(path)
     try:
-        exists = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'"
-        ).fetchone()[0]
-        if not exists:
-            return None
-        rows = con.execute(
-            "SELECT * FROM runs WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1"
-        ).pl()
-        return rows.row(0, named=True) if rows.height else None
+        has_runs = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'runs'").fetchone()[0]
+        rows = (con.execute("SELECT * FROM runs WHERE status = 'success' ORDER BY finished_at DESC LIMIT 1").pl()
+                if has_runs else None)
+        yield (con, rows.row(0, named=True)) if rows is not None and rows.height else None
     finally:
         con.close()
 
@@ -430,15 +436,14 @@ def latest_run(path: Path) -> dict | None:
 def latest_model_info(path: Path) -> dict | None:
     """The `model_info` row of the newest successful run that evaluated (a cold night), or None before the
     first one."""
-    if latest_run(path) is None:
-        return None
-    con = connect_readonly(path)
-    try:
-        rows = con.execute("SELECT * FROM model_info WHERE run_id = ?", [_evaluated_run_id(con)]).pl()
-    except duckdb.CatalogException:
-        return None
-    finally:
-        con.close()
+    with _published(path) as published:
+        if published is None:
+            return None
+        try:
+            rows = published[0].execute("SELECT * FROM model_info WHERE run_id = ?",
+                                        [_evaluated_run_id(published[0])]).pl()
+        except duckdb.CatalogException:
+            return None
     return rows.row(0, named=True) if rows.height else None
 
 
@@ -453,43 +458,34 @@ def _evaluated_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
 def published_state(path: Path) -> PublishedState | None:
     """What an incremental night compares tonight's inputs with: the newest successful run's users (event
     count, newest event) and products (text hash, stock); None before anything was published."""
-    run = latest_run(path)
-    if run is None:
-        return None
-    con = connect_readonly(path)
-    try:
+    with _published(path) as published:
+        if published is None:
+            return None
+        con, run = published
         users = con.execute("SELECT user_id, n_events, last_event_at FROM user_profiles").pl()
         products = con.execute(
             "SELECT p.product_id, e.text_hash, p.in_stock FROM products p "
             "LEFT JOIN product_embeddings e USING (product_id)").pl()
-    finally:
-        con.close()
     return PublishedState(run_id=run["run_id"], users=users, products=products)
 
 
 def published_events(path: Path) -> pl.DataFrame | None:
     """The published run's interactions (checked when they were published), or None before any run."""
-    if latest_run(path) is None:
-        return None
-    con = connect_readonly(path)
-    try:
-        return con.execute("SELECT user_id, product_id, event_type, value, timestamp FROM interactions").pl()
-    finally:
-        con.close()
+    with _published(path) as published:
+        if published is None:
+            return None
+        return published[0].execute("SELECT user_id, product_id, event_type, value, timestamp FROM interactions").pl()
 
 
 def published_similar(path: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:
     """The published run's `similar_products` and the text hash each product's vector was made from
     (product_id, text_hash), or None before any run."""
-    if latest_run(path) is None:
-        return None
-    con = connect_readonly(path)
-    try:
-        similar = con.execute("SELECT product_id, rank, similar_product_id, similarity FROM similar_products").pl()
-        hashes = con.execute("SELECT product_id, text_hash FROM product_embeddings").pl()
-    finally:
-        con.close()
-    return similar, hashes
+    with _published(path) as published:
+        if published is None:
+            return None
+        con = published[0]
+        return (con.execute("SELECT product_id, rank, similar_product_id, similarity FROM similar_products").pl(),
+                con.execute("SELECT product_id, text_hash FROM product_embeddings").pl())
 
 
 def users_listing(path: Path, product_ids: pl.Series) -> pl.Series:
@@ -505,18 +501,17 @@ def users_listing(path: Path, product_ids: pl.Series) -> pl.Series:
 
 def last_nights(path: Path) -> LastNights:
     """When the newest published cold night finished, and with which configuration."""
-    if latest_run(path) is None:
-        return LastNights(published=False, last_cold_at=None, last_cold_config=None)
-    con = connect_readonly(path)
-    try:
-        row = con.execute(
-            "SELECT finished_at, config FROM runs WHERE status = 'success' AND coalesce(night, 'cold') = 'cold' "
-            "ORDER BY finished_at DESC LIMIT 1").fetchone()
-    except duckdb.BinderException:  # a warehouse from before `night` existed: every run was cold
-        row = con.execute("SELECT finished_at, config FROM runs WHERE status = 'success' "
-                          "ORDER BY finished_at DESC LIMIT 1").fetchone()
-    finally:
-        con.close()
+    with _published(path) as published:
+        if published is None:
+            return LastNights(published=False, last_cold_at=None, last_cold_config=None)
+        con = published[0]
+        try:
+            row = con.execute(
+                "SELECT finished_at, config FROM runs WHERE status = 'success' AND coalesce(night, 'cold') = 'cold' "
+                "ORDER BY finished_at DESC LIMIT 1").fetchone()
+        except duckdb.BinderException:  # a warehouse from before `night` existed: every run was cold
+            row = con.execute("SELECT finished_at, config FROM runs WHERE status = 'success' "
+                              "ORDER BY finished_at DESC LIMIT 1").fetchone()
     if row is None:
         return LastNights(published=True, last_cold_at=None, last_cold_config=None)
     return LastNights(published=True, last_cold_at=row[0], last_cold_config=json.loads(row[1]))
