@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from pipeline.parallel import in_parallel
 from pipeline.sparse import top_entries
 
 
@@ -36,25 +37,26 @@ class ItemCooccurrence:
     def fit(self, weights: sp.csr_matrix, product_ids: list[str]) -> "ItemCooccurrence":
         """Learn from a users x products matrix of interest weights (any positive entry counts once).
 
-        Co-engagement is counted for a block of products at a time and cut to each product's neighbours
-        before the next block: the full products x products counts (hundreds of millions of pairs at a
+        Co-engagement is counted for a block of products at a time (one block per core) and cut to each
+        product's neighbours before the next: the full products x products counts (hundreds of millions of pairs at a
         million users) are never held."""
         self.product_ids_ = list(product_ids)
         engaged = (weights > 0).astype(np.float32).tocsr()
         by_product = engaged.T.tocsr()
         users_per_item = np.asarray(engaged.sum(axis=0)).ravel()
         n = engaged.shape[1]
-        kept = []
-        for first in range(0, n, PRODUCTS_PER_BLOCK):
-            counts = (by_product[first:first + PRODUCTS_PER_BLOCK] @ engaged).tocsr()
-            counts.sort_indices()
-            block = counts.tocoo()
+
+        def neighbours(first: int) -> tuple[np.ndarray, ...]:
+            # Rows come grouped by product (CSR order), which is all `top_entries` needs: no index sort.
+            block = (by_product[first:first + PRODUCTS_PER_BLOCK] @ engaged).tocoo()
             rows = block.row.astype(np.int64) + first
             other = (rows != block.col) & (block.data > 0)  # a product is not its own neighbour
             rows, columns, co = rows[other], block.col[other].astype(np.int64), block.data[other]
             cosine = co / np.sqrt(users_per_item[rows] * users_per_item[columns])
             best = top_entries(rows, cosine, columns, n, self.neighbors_per_item)
-            kept.append((rows[best], columns[best], cosine[best], co[best]))
+            return rows[best], columns[best], cosine[best], co[best]
+
+        kept = list(in_parallel(neighbours, range(0, n, PRODUCTS_PER_BLOCK)))
         rows, columns, cosine, co = (np.concatenate(parts) for parts in zip(*kept)) if kept else ([],) * 4
         self.similarity_ = sp.csr_matrix((np.asarray(cosine, dtype=np.float32), (rows, columns)), (n, n))
         self.co_counts_ = sp.csr_matrix((np.asarray(co, dtype=np.float32), (rows, columns)), (n, n))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 
@@ -19,7 +18,7 @@ from pipeline.behavior import ItemCooccurrence
 from pipeline.profiles import InteractionMatrix, profile_vectors
 from pipeline.recommend import fuse_scores, merge_candidates, scale_behavior, scale_content
 from pipeline.sparse import SparseLookup
-from pipeline.vector_index import inner_products, search
+from pipeline.vector_index import inner_products, top_inner_products
 
 
 @dataclass
@@ -106,7 +105,6 @@ class HybridRanker:
     matrix_: InteractionMatrix = field(default=None, repr=False)
     item_vectors_: np.ndarray = field(default=None, repr=False)
     behavior_: ItemCooccurrence = field(default=None, repr=False)
-    index_: faiss.Index = field(default=None, repr=False)
 
     def fit(self, matrix: InteractionMatrix, item_vectors: np.ndarray,
             behavior: ItemCooccurrence | None = None) -> "HybridRanker":
@@ -114,13 +112,11 @@ class HybridRanker:
         self.matrix_ = matrix
         self.item_vectors_ = np.ascontiguousarray(item_vectors, dtype=np.float32)
         self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
-        self.index_ = faiss.IndexFlatIP(self.item_vectors_.shape[1])
-        self.index_.add(self.item_vectors_)
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:
-        """The candidate pool of `rows`: the top `candidates` not-yet-purchased products by content (an exact
-        FAISS search) and by behaviour, as in `pipeline.recommend`; stock is ignored, since it is today's,
+        """The candidate pool of `rows`: the top `candidates` not-yet-purchased products by content (scored
+        exactly) and by behaviour, as in `pipeline.recommend`; stock is ignored, since it is today's,
         not the evaluation window's. Nothing users x products is held."""
         n = self.candidates
         # Profiles of the block's users only: the split's every user would be users x 384 floats per fit.
@@ -128,7 +124,7 @@ class HybridRanker:
         purchased = SparseLookup(self.matrix_.purchased[rows])
         local = np.arange(len(rows))[:, None]
         deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
-        cosine_found, found = search(self.index_, profiles, n + deepest)
+        cosine_found, found = top_inner_products(profiles, self.item_vectors_, n + deepest)
         usable = (found >= 0) & (purchased.get(local, found) == 0)
         content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
         raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))

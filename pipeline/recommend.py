@@ -12,10 +12,6 @@ held (users x a few hundred), so memory grows with users, never with users x pro
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import faiss
@@ -26,9 +22,10 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.behavior import ItemCooccurrence
+from pipeline.parallel import in_parallel
 from pipeline.profiles import InteractionMatrix
 from pipeline.sparse import SparseLookup
-from pipeline.vector_index import inner_products, search
+from pipeline.vector_index import inner_products, search, top_inner_products
 
 log = logging.getLogger(__name__)
 
@@ -85,53 +82,39 @@ def recommend(matrix: InteractionMatrix, profiles: np.ndarray, item_vectors: np.
     blocks = [rows[start:start + USERS_PER_BLOCK] for start in range(0, len(rows), USERS_PER_BLOCK)]
     parts = []
     bar = tqdm(total=len(rows), desc="recommending", unit="user", disable=not progress)
-    # One block per core at a time, each single-threaded: the search is FAISS's threads either way, but
-    # the rest of a block (sparse reads, sorts, evidence) is single-threaded numpy that releases the GIL.
-    with _faiss_threads(1), ThreadPoolExecutor(max_workers=_cores()) as pool:
-        for block, part in zip(blocks, pool.map(scorer.block, blocks)):
-            parts.append(part)
-            bar.update(len(block))
+    for block, part in zip(blocks, in_parallel(scorer.block, blocks)):
+        parts.append(part)
+        bar.update(len(block))
     bar.close()
     return pl.concat(parts) if parts else _empty_frame()
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-@contextmanager
-def _faiss_threads(n: int) -> Iterator[None]:
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(n)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
 @dataclass(frozen=True)
 class ContentSearch:
-    """Nearest in-stock products to a profile. With an exact (flat) index the search runs over an index of
-    the in-stock products alone, so nothing found is wasted; with an approximate one it searches the saved
-    index deep enough that `n` in-stock products remain."""
+    """Nearest in-stock products to a profile. With an exact (flat) index the in-stock products' vectors are
+    scored exactly (`top_inner_products`), so nothing found is wasted; with an approximate one it searches the
+    saved index deep enough that `n` in-stock products remain."""
 
-    index: faiss.Index
+    index: faiss.Index | None
+    """The approximate index to search; None: score `stocked` exactly."""
+    stocked: np.ndarray | None
     rows: np.ndarray
-    """The product row of each index row."""
+    """The product row of each index row (of each `stocked` row)."""
     extra_depth: int
 
     @classmethod
     def over(cls, index: faiss.Index, item_vectors: np.ndarray, in_stock: np.ndarray) -> "ContentSearch":
         if isinstance(index, faiss.IndexFlat):
             rows = np.flatnonzero(in_stock)
-            stocked = faiss.IndexFlatIP(item_vectors.shape[1])
-            stocked.add(np.ascontiguousarray(item_vectors[rows], dtype=np.float32))
-            return cls(stocked, rows, 0)
-        return cls(index, np.arange(len(in_stock)), int((~in_stock).sum()))
+            return cls(None, np.ascontiguousarray(item_vectors[rows], dtype=np.float32), rows, 0)
+        return cls(index, None, np.arange(len(in_stock)), int((~in_stock).sum()))
 
     def top(self, profiles: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(cosines, product rows) of about the `n` + `extra_depth` nearest products; -1 pads."""
-        scores, found = search(self.index, profiles, n + self.extra_depth)
+        if self.index is None:
+            scores, found = top_inner_products(profiles, self.stocked, n)
+        else:
+            scores, found = search(self.index, profiles, n + self.extra_depth)
         return scores, np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
 
 

@@ -14,9 +14,13 @@ import faiss
 import numpy as np
 import polars as pl
 
+from pipeline.sparse import position_in_row
+
 HNSW_NEIGHBORS = 32
 HNSW_EF_SEARCH = 128
 IVF_PROBES = 16
+SCORING_TILE = 8192
+"""Products scored at once by `top_inner_products`: a block of 1,024 queries holds 32 MB of scores."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,71 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     if k <= 0:  # an empty index (say, nothing in stock) finds nothing
         return np.zeros((len(queries), 0), dtype=np.float32), np.zeros((len(queries), 0), dtype=np.int64)
     return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+
+
+def top_inner_products(queries: np.ndarray, vectors: np.ndarray, k: int,
+                       tile: int = SCORING_TILE) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's `k` largest inner products with `vectors`, exactly: (scores, rows), best first (equal
+    scores by row); -inf and -1 pad when there are fewer than `k` vectors. What a flat index's search finds,
+    but in plain numpy, which releases the GIL, so threads scoring separate blocks of queries run in parallel
+    (FAISS's search holds it: two threads searching took as long as one, measured).
+
+    Products are scored a `tile` at a time by one matrix product. Only the scores above the query's k-th best
+    so far wait to be merged (the first tile's own k-th best seeds it), and they are merged once as many wait
+    as are kept: the work beyond the matrix products is a comparison per score and a few hundred candidates
+    per query, and the memory is queries x `tile`."""
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n_queries, k = len(queries), max(k, 0)
+    keep = min(k, len(vectors))
+    best = np.full((n_queries, 0), -np.inf, dtype=np.float32)
+    best_rows = np.full((n_queries, 0), -1, dtype=np.int64)
+    if keep:
+        first = max(tile, keep)
+        waiting: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start in [0, *range(first, len(vectors), tile)]:
+            scores = queries @ vectors[start:start + (first if start == 0 else tile)].T
+            if start == 0:
+                kth = scores.shape[1] - keep
+                above = np.flatnonzero(scores >= np.partition(scores, kth, axis=1)[:, kth:kth + 1])
+            else:
+                # flatnonzero, then divmod: 8x faster than a 2-D nonzero on these masks (measured).
+                above = np.flatnonzero(scores > best.min(axis=1, keepdims=True))
+            rows, columns = np.divmod(above, scores.shape[1])
+            waiting.append((rows, columns + start, scores.ravel()[above]))
+            if start == 0 or sum(len(rows) for rows, _, _ in waiting) >= n_queries * keep:
+                best, best_rows = _merged(best, best_rows, waiting, keep)
+                waiting = []
+        best, best_rows = _merged(best, best_rows, waiting, keep)
+    order = np.lexsort((best_rows, -best), axis=1)
+    best, best_rows = np.take_along_axis(best, order, axis=1), np.take_along_axis(best_rows, order, axis=1)
+    pad = k - keep
+    return (np.hstack([best, np.full((n_queries, pad), -np.inf, dtype=np.float32)]),
+            np.hstack([best_rows, np.full((n_queries, pad), -1, dtype=np.int64)]))
+
+
+def _merged(best: np.ndarray, best_rows: np.ndarray, waiting: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+            keep: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `keep` best of each query's kept scores and its waiting (query, row, score) triples."""
+    queries, rows, scores = (np.concatenate(parts) for parts in zip(*waiting)) if waiting else ([],) * 3
+    if not len(queries):
+        return best, best_rows
+    order = np.argsort(queries, kind="stable")
+    queries, rows, scores = queries[order], rows[order], scores[order]
+    slot = position_in_row(queries, len(best))
+    found = np.full((len(best), int(slot.max()) + 1), -np.inf, dtype=np.float32)
+    found_rows = np.full(found.shape, -1, dtype=np.int64)
+    found[queries, slot], found_rows[queries, slot] = scores, rows
+    merged, merged_rows = np.hstack([best, found]), np.hstack([best_rows, found_rows])
+    chosen = _top_columns(merged, keep)
+    return np.take_along_axis(merged, chosen, axis=1), np.take_along_axis(merged_rows, chosen, axis=1)
+
+
+def _top_columns(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column numbers of each row's `k` largest values, in no particular order."""
+    if k >= scores.shape[1]:
+        return np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    return np.argpartition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k:]
 
 
 def inner_products(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from pipeline.vector_index import (build_index, load_index, save_index, search, similar_products,
-                                   similar_products_since)
+                                   similar_products_since, top_inner_products)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,25 @@ def test_flat_search_is_exact(vectors):
     exact = np.argsort(-(vectors[:20] @ vectors.T), axis=1)[:, :10]
     assert np.array_equal(rows, exact)
     assert np.allclose(scores[:, 0], 1.0, atol=1e-5)  # each vector is its own nearest neighbour
+
+
+@pytest.mark.parametrize("tile", [64, 300, 5000])
+def test_exact_scoring_in_tiles_finds_what_a_flat_search_finds(vectors, tile):
+    # Queries unlike any product (profiles mix several) and a depth beyond one tile: many merges.
+    rng = np.random.default_rng(3)
+    queries = vectors[rng.integers(len(vectors), size=(300, 3))].sum(axis=1)
+    scores, rows = top_inner_products(queries, vectors, 120, tile=tile)
+    expected_scores, expected_rows = search(build_index(vectors, "flat"), queries, 120)
+    assert all(set(a) == set(b) for a, b in zip(rows, expected_rows))
+    assert np.allclose(scores, expected_scores, atol=1e-5)
+    assert np.all(np.diff(scores, axis=1) <= 0)  # best first
+
+
+def test_exact_scoring_pads_when_asked_for_more_than_there_are(vectors):
+    scores, rows = top_inner_products(vectors[:5], vectors[:30], 40, tile=8)
+    assert sorted(rows[0, :30]) == list(range(30)) and np.all(rows[:, 30:] == -1)
+    assert np.all(np.isneginf(scores[:, 30:]))
+    assert rows.shape == (5, 40) and top_inner_products(vectors[:5], vectors[:0], 3)[1].tolist() == [[-1] * 3] * 5
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
