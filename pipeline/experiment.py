@@ -23,6 +23,7 @@ from pipeline.evaluation import (
     Split, bootstrap_intervals, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
     sampled_metrics, sampled_rank, temporal_splits,
 )
+from pipeline.parallel import in_parallel
 from pipeline.profiles import InteractionMatrix, InterestWeighting, interaction_matrix
 from pipeline.rankers import EaseRanker, HybridRanker, HybridScores, PopularityRanker
 from pipeline.recommend import fuse_scores
@@ -269,7 +270,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     def keep(model, alpha, scores, block):
         """A model with dense scores (users x products) for the block."""
         users_in, purchased, in_block, local = block
-        record(model, alpha, _top_n(np.where(purchased, -np.inf, scores), depth), scores[local, pair_items[in_block]],
+        record(model, alpha, _top_n(np.where(purchased.toarray() > 0, -np.inf, scores), depth),
+               scores[local, pair_items[in_block]],
                np.take_along_axis(scores, negatives[users_in], axis=1)[local], block)
 
     def keep_popularity(block):
@@ -298,24 +300,27 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
             top = _top_of(scores.columns, scores.fused(alpha), depth)
             if len(short):
                 dense = outside_pool_lower(*at_short, alpha)
-                top[short] = _top_n(np.where(purchased[short], -np.inf, dense), depth)
+                top[short] = _top_n(np.where(purchased[short].toarray() > 0, -np.inf, dense), depth)
             record("hybrid", alpha, top, outside_pool_lower(*at_targets, alpha),
                    outside_pool_lower(*at_negatives, alpha), block)
 
     # Most popular first, ties to the lower column.
     popular_order = np.argsort(-popularity.popularity_, kind="stable") if popularity is not None else None
-    blocks = range(0, len(users), USER_BLOCK)
-    for start in tqdm(blocks, desc=f"evaluating {split.protocol}/{split.name}", disable=not progress):
+    starts = range(0, len(users), USER_BLOCK)
+    # The hybrid's candidate pools, the costly part, are scored a block per core ahead of the loop's use.
+    pools = in_parallel(lambda start: hybrid.block(rows[start:start + USER_BLOCK]), starts)
+    for start, pool in tqdm(zip(starts, pools), total=len(starts), desc=f"evaluating {split.protocol}/{split.name}",
+                            disable=not progress):
         block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
         block_rows = rows[block_users]
         # What every model of this block shares: purchases to exclude, and which target pairs fall in it.
         in_block = np.flatnonzero((pair_users >= start) & (pair_users < start + len(block_users)))
-        block = (block_users, matrix.purchased[block_rows].toarray() > 0, in_block, pair_users[in_block] - start)
+        block = (block_users, matrix.purchased[block_rows], in_block, pair_users[in_block] - start)
         if popularity is not None:
             keep_popularity(block)
         for model in ease_models:
             keep(f"ease:{model.l2:g}", None, model.scores(block_rows), block)
-        keep_hybrid(hybrid.block(block_rows), block)
+        keep_hybrid(pool, block)
 
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
@@ -344,13 +349,14 @@ def _top_n(scores: np.ndarray, n: int) -> np.ndarray:
     return np.pad(top, ((0, 0), (0, n - width)), constant_values=-1)
 
 
-def _top_in_order(order: np.ndarray, excluded: np.ndarray, n: int) -> np.ndarray:
-    """Each row's first `n` columns of `order` that `excluded` (rows x columns, bool) does not exclude; -1 pads."""
-    head = order[:n + int(excluded.sum(axis=1).max(initial=0))]
-    allowed = ~excluded[:, head]
+def _top_in_order(order: np.ndarray, excluded: sp.csr_matrix, n: int) -> np.ndarray:
+    """Each row's first `n` columns of `order` that `excluded` (rows x columns, non-zero excludes) does not
+    exclude; -1 pads."""
+    head = order[:n + int(np.diff(excluded.indptr).max(initial=0))]
+    allowed = excluded[:, head].toarray() == 0
     rank = np.cumsum(allowed, axis=1) - 1
     rows, at = np.nonzero(allowed & (rank < n))
-    top = np.full((len(excluded), n), -1, dtype=np.int64)
+    top = np.full((excluded.shape[0], n), -1, dtype=np.int64)
     top[rows, rank[rows, at]] = head[at]
     return top
 
