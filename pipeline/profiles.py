@@ -69,9 +69,12 @@ def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item
                         summary=user_summary(interactions))
 
 
-def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting,
-                        as_of: datetime | None = None) -> pl.DataFrame:
-    """One row per (user, product): the summed, recency-decayed weight of its events, floored at zero.
+def _weighted_pairs(interactions: pl.DataFrame, weighting: InterestWeighting,
+                    as_of: datetime | None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+    """One row per (user, product) logged: the summed, recency-decayed weight of its events, floored at zero,
+    and whether it was purchased; sorted by user then product. Users and products are integer codes numbered
+    in id order, returned beside the rows (the user ids, the product ids): grouping on two integers instead
+    of two strings halves the time at 20M events (measured).
 
     Ages count back from `as_of`, by default the newest event in `interactions`; a slice of the log (one
     bucket of users) passes the whole log's newest, so each user's weights do not depend on the slice."""
@@ -83,28 +86,38 @@ def event_weights_frame(interactions: pl.DataFrame, weighting: InterestWeighting
     if weighting.half_life_events:
         back = pl.col("timestamp").rank("ordinal", descending=True).over("user_id") - 1
         decay = decay * pl.lit(0.5).pow(back / weighting.half_life_events)
-    return (
-        interactions.with_columns(weight=type_weight * rating_scale * decay)
-        .group_by("user_id", "product_id")
+    users = interactions.get_column("user_id").unique().sort()
+    products = interactions.get_column("product_id").unique().sort()
+    pairs = (
+        interactions.lazy()
+        .with_columns(weight=type_weight * rating_scale * decay)  # in the log's order: ties rank by it
+        .join(pl.LazyFrame({"user_id": users, "user": pl.int_range(len(users), dtype=pl.UInt32, eager=True)}),
+              on="user_id")
+        .join(pl.LazyFrame({"product_id": products,
+                            "product": pl.int_range(len(products), dtype=pl.UInt32, eager=True)}), on="product_id")
+        .group_by("user", "product")
         .agg(pl.col("weight").sum().clip(lower_bound=0.0), purchased=(pl.col("event_type") == "purchase").any())
-        .sort("user_id", "product_id")
+        .sort("user", "product")
+        .collect()
     )
+    return pairs, users, products
 
 
 def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
                        weighting: InterestWeighting, as_of: datetime | None = None) -> InteractionMatrix:
-    pairs = event_weights_frame(interactions, weighting, as_of)
-    user_ids = pairs["user_id"].unique(maintain_order=True).to_list()
-    users = pl.DataFrame({"user_id": pl.Series(user_ids, dtype=pl.String), "row": np.arange(len(user_ids))})
-    items = pl.DataFrame({"product_id": product_ids, "col": np.arange(len(product_ids))})
-    located = pairs.join(users, on="user_id").join(items, on="product_id")
-    shape = (len(user_ids), len(product_ids))
-    rows, cols = located["row"].to_numpy(), located["col"].to_numpy()
+    pairs, users, products = _weighted_pairs(interactions, weighting, as_of)
+    # Each logged product's catalog column; events on products outside `product_ids` are left out.
+    column_of = (pl.DataFrame({"product_id": products})
+                 .join(pl.DataFrame({"product_id": product_ids, "column": np.arange(len(product_ids))}),
+                       on="product_id", how="left", maintain_order="left")["column"])
+    located = pairs.with_columns(column=column_of.gather(pairs["product"])).drop_nulls("column")
+    shape = (len(users), len(product_ids))
+    rows, cols = located["user"].to_numpy().astype(np.int64), located["column"].to_numpy()
     weights = sp.csr_matrix((located["weight"].to_numpy().astype(np.float32), (rows, cols)), shape=shape)
     weights.eliminate_zeros()
     bought = located["purchased"].to_numpy()
     purchased = sp.csr_matrix((np.ones(bought.sum(), dtype=np.float32), (rows[bought], cols[bought])), shape=shape)
-    return InteractionMatrix(user_ids=user_ids, product_ids=product_ids, weights=weights, purchased=purchased)
+    return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights, purchased=purchased)
 
 
 def user_profiles(matrix: InteractionMatrix, item_vectors: np.ndarray) -> np.ndarray:
