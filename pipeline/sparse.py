@@ -76,9 +76,12 @@ def top_entries(rows: np.ndarray, values: np.ndarray, columns: np.ndarray, width
     One sort of packed 64-bit keys (row, inverted value bits, column; the bit patterns of non-negative
     floats sort as the floats do) per chunk of rows small enough for the key to fit: 5-10x faster than a
     lexsort of the columns, measured on a shop's co-occurrence pairs."""
-    if not len(rows):
+    if not len(rows) or n <= 0:
         return np.zeros(0, dtype=np.int64)
-    inverted = 0xFFFFFFFF - np.ascontiguousarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    candidates = np.flatnonzero(_at_least_nth_largest(rows, values, n))
+    rows, values, columns = rows[candidates], values[candidates], columns[candidates]
+    inverted = 0xFFFFFFFF - values.view(np.uint32).astype(np.int64)
     column_bits = max(int(width - 1).bit_length(), 1)
     chunk = np.int64(1) << max(63 - 32 - column_bits, 0)
     edges = np.append(np.searchsorted(rows, np.arange(rows[0], rows[-1] + 1, chunk)), len(rows))
@@ -90,7 +93,26 @@ def top_entries(rows: np.ndarray, values: np.ndarray, columns: np.ndarray, width
         order = np.argsort((local << (32 + column_bits)) | (inverted[start:end] << column_bits)
                            | columns[start:end]) + start
         kept.append(order[position_in_row(local[order - start], int(local[-1]) + 1) < n])
-    return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return candidates[np.concatenate(kept)] if kept else np.zeros(0, dtype=np.int64)
+
+
+def _at_least_nth_largest(rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """A mask of entries that keeps every entry at least as large as its row's `n`-th largest value (and
+    some smaller ones): each row longer than `n` is cut into `n` contiguous chunks, and the smallest of the
+    chunks' maxima, being one of `n` distinct entries, is at most the `n`-th largest. One pass over the
+    entries; on co-engagement rows of ~3,000 entries it keeps about one in seven for the sort (a fit at a
+    million users 41 -> 25 s)."""
+    starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+    lengths = np.diff(np.append(starts, len(rows)))
+    long = lengths > n
+    if not long.any():
+        return np.ones(len(rows), dtype=bool)
+    steps = np.arange(n + 1)
+    bounds = starts[long, None] + steps * lengths[long, None] // n  # each chunk non-empty: length > n
+    chunk_max = np.maximum.reduceat(np.append(values, values.min()), bounds.ravel()).reshape(bounds.shape)
+    threshold = np.full(len(starts), -np.inf)
+    threshold[long] = chunk_max[:, :n].min(axis=1)
+    return values >= np.repeat(threshold, lengths)
 
 
 def position_in_row(sorted_rows: np.ndarray, n_rows: int) -> np.ndarray:
