@@ -6,7 +6,7 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_by_bucket, user_buckets
+from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_of_buckets, user_buckets
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
@@ -38,7 +38,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
         # are held. "Active" users count from the newest event of the whole log.
-        histories = pl.concat(events_by_bucket(context, night_plan.only(interactions)).values())
+        histories = events_of_buckets(context, night_plan.only(interactions))
         source = FactSource(products, histories, behavior_model.pairs())
         terms = CatalogTerms(products)
         batches, by_provider = {}, []

@@ -5,7 +5,7 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
-from assets.buckets import bucket_reported, events_by_bucket, user_buckets
+from assets.buckets import bucket_reported, events_of_buckets, user_buckets
 from assets.reporting import check_result, frame_metadata, quality_check, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
@@ -46,7 +46,7 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
         meta.update(buckets=len(lists), hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source,
                     top_k=model.top_k)
         ranked = pl.concat(lists.values())
-        events = pl.concat(events_by_bucket(context, night_plan.only(interactions)).values())
+        events = events_of_buckets(context, night_plan.only(interactions))
         report = check_recommendations(ranked, products, events, model.top_k)
     yield dg.Output(lists, metadata=meta)
     yield check_result(report)

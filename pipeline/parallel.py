@@ -9,8 +9,9 @@ into other processes; two single-threaded matrix products on two cores also beat
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from threadpoolctl import threadpool_limits
@@ -25,6 +26,14 @@ def cores() -> int:
 
 
 def in_parallel(work: Callable[[Item], Result], items: Iterable[Item]) -> Iterator[Result]:
-    """`work(item)` for every item, one thread per core, the results in the items' order."""
-    with threadpool_limits(1), ThreadPoolExecutor(max_workers=cores()) as pool:
-        yield from pool.map(work, items)
+    """`work(item)` for every item, one thread per core, the results in the items' order. At most two items
+    per core are started ahead of the one being handed back, so results waiting to be read stay few."""
+    workers = cores()
+    with threadpool_limits(1), ThreadPoolExecutor(max_workers=workers) as pool:
+        started: deque[Future[Result]] = deque()
+        for item in items:
+            started.append(pool.submit(work, item))
+            if len(started) > 2 * workers:
+                yield started.popleft().result()
+        while started:
+            yield started.popleft().result()
