@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import dagster as dg
 import polars as pl
 
-from pipeline.memory import peak_rss_bytes, reset_peak_rss
+from pipeline.memory import peak_rss_bytes, release_free_memory, reset_peak_rss
 from pipeline.quality import QualityReport
 
 FAULT_ENV = "SHOPREC_FAULT"
@@ -73,8 +73,9 @@ def _cell(value: Any) -> str:
 
 @contextmanager
 def reported(context: dg.AssetExecutionContext) -> Iterator[dict[str, Any]]:
-    """Time an asset body and take its peak memory; the body fills the yielded dict with metadata; the
-    fault point fires at the end."""
+    """Time an asset body and take its peak memory (from what the process holds once the memory earlier steps
+    freed is handed back); the body fills the yielded dict with metadata; the fault point fires at the end."""
+    release_free_memory()
     reset_peak_rss()
     watch = Stopwatch()
     metadata: dict[str, Any] = {}
