@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import os
 import resource
 from pathlib import Path
 
@@ -45,19 +44,22 @@ def reset_peak_rss() -> bool:
 
 
 def rss_bytes() -> int:
-    """The resident set size now (0 where /proc is not there)."""
-    try:
-        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
+    """The resident set size now (0 where the kernel does not say)."""
+    return _status_bytes("VmRSS") or 0
 
 
 def peak_rss_bytes() -> int:
     """The peak resident set size since the last reset (or since the process started)."""
+    peak = _status_bytes("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _status_bytes(field: str) -> int | None:
+    """A memory figure of /proc/self/status (given there in kB), or None where it is not there."""
     try:
         for line in STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return None
