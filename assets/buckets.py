@@ -18,7 +18,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from pipeline.buckets import split_by_bucket
+from pipeline.buckets import bucket_by_bucket, split_by_bucket
 from pipeline.config import load_settings
 
 USER_BUCKETS = load_settings().scale.user_buckets
@@ -45,6 +45,14 @@ def events_by_bucket(context: dg.AssetExecutionContext, interactions: pl.DataFra
     wanted = {BUCKET_NAMES.index(key): key for key in context.partition_keys}
     parts = split_by_bucket(interactions, USER_BUCKETS, wanted=sorted(wanted))
     return {wanted[bucket]: frame for bucket, frame in parts.items()}
+
+
+def events_bucket_by_bucket(context: dg.AssetExecutionContext,
+                            interactions: pl.DataFrame) -> Iterator[tuple[str, pl.DataFrame]]:
+    """What `events_by_bucket` returns, one bucket at a time (only that bucket's events copied out)."""
+    wanted = {BUCKET_NAMES.index(key): key for key in context.partition_keys}
+    return ((wanted[bucket], frame) for bucket, frame in bucket_by_bucket(interactions, USER_BUCKETS,
+                                                                          wanted=sorted(wanted)))
 
 
 def events_of_buckets(context: dg.AssetExecutionContext, interactions: pl.DataFrame) -> pl.DataFrame:

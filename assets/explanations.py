@@ -8,7 +8,7 @@ import polars as pl
 
 from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_of_buckets, user_buckets
 from assets.reporting import frame_metadata, preview, reported
-from assets.resources import ShopSettings
+from assets.resources import ShopSettings, spilled_buckets
 from pipeline.behavior import ItemCooccurrence
 from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection, template_explanations
 from pipeline.incremental import NightPlan
@@ -33,7 +33,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
     options = replace(config.explanations, max_calls=math.ceil(config.explanations.max_calls / USER_BUCKETS),
                       max_tokens=math.ceil(config.explanations.max_tokens / USER_BUCKETS))
     llm = resolve_llm(options)
-    with reported(context) as meta:
+    with reported(context) as meta, spilled_buckets(context) as batches:
         buckets = [bucket for bucket in BUCKET_NAMES if bucket in recommendations]
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
@@ -41,8 +41,8 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         histories = events_of_buckets(context, night_plan.only(interactions))
         source = FactSource(products, histories, behavior_model.pairs())
         terms = CatalogTerms(products)
-        batches, by_provider = {}, []
-        for bucket in buckets:
+        by_provider, card_count = [], 0
+        for bucket in buckets:  # each bucket's texts are written to storage when done (`spilled_buckets`)
             ranked = recommendations[bucket]
             use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
             with bucket_reported(context, bucket) as bucket_meta:
@@ -65,10 +65,11 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
                 context.log.warning(f"{bucket}: the LLM endpoint kept failing; the rest of the bucket used the "
                                     "template writer")
             by_provider.append(written.group_by("provider", "fallback_reason").len())
-        cards = sum(batch.frame.height for batch in batches.values())
+            card_count += written.height
+            del written, parts  # the bucket is on disk now
         by_provider = (pl.concat(by_provider).group_by("provider", "fallback_reason").agg(pl.col("len").sum())
                        .sort("len", descending=True))
-        meta.update(buckets=len(batches), cards=cards,
+        meta.update(buckets=len(batches), cards=card_count,
                     endpoint=llm.base_url if llm else "none (template)", model=llm.model if llm else "template",
                     llm_budget_per_bucket=f"{options.max_calls} calls, {options.max_tokens} tokens",
                     by_provider=preview(by_provider, rows=20))

@@ -5,9 +5,9 @@ from typing import Iterator
 import dagster as dg
 import polars as pl
 
-from assets.buckets import bucket_reported, events_of_buckets, user_buckets
+from assets.buckets import bucket_reported, events_bucket_by_bucket, user_buckets
 from assets.reporting import check_result, frame_metadata, quality_check, reported
-from assets.resources import ShopSettings
+from assets.resources import ShopSettings, spilled_buckets
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.incremental import NightPlan
@@ -29,25 +29,32 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
     those only the users `user_profiles` made profiles for (on an incremental night, the plan's users).
     Its blocking check holds the run's lists to their contract before anything is explained or published."""
     model = settings.get().model
-    with reported(context) as meta:
+    with reported(context) as meta, spilled_buckets(context) as lists:
         index, index_ids = load_index(faiss_index.path)
         if index_ids != product_embeddings.product_ids or behavior_model.product_ids_ != index_ids:
             raise ValueError("products of the index, embeddings and behavioural model disagree; rerun all assets")
         in_stock = products["in_stock"].to_numpy()
         options = RecommendationSettings(alpha_sweep.alpha, model.top_k, model.candidates)
-        lists = {}
-        for bucket in sorted(user_profiles):  # one bucket's profiles read at a time
-            with bucket_reported(context, bucket) as bucket_meta:
-                profiles = user_profiles[bucket]
-                lists[bucket] = recommend(profiles.matrix, profiles.vectors, product_embeddings.vectors, index,
-                                          behavior_model, in_stock, options)
-                bucket_meta.update(_list_metadata(lists[bucket], products, model.top_k))
+
+        def checked_buckets():
+            """Each bucket's lists, made, stored (`spilled_buckets`: one bucket's lists held at a time) and
+            handed to the check with the bucket's events."""
+            events = events_bucket_by_bucket(context, night_plan.only(interactions))
+            for bucket, bucket_events in events:
+                if bucket not in user_profiles:
+                    continue
+                with bucket_reported(context, bucket) as bucket_meta:
+                    profiles = user_profiles[bucket]  # one bucket's profiles read at a time
+                    ranked = recommend(profiles.matrix, profiles.vectors, product_embeddings.vectors, index,
+                                       behavior_model, in_stock, options)
+                    lists[bucket] = ranked
+                    bucket_meta.update(_list_metadata(ranked, products, model.top_k))
+                yield ranked, bucket_events
+
+        report = check_recommendations(checked_buckets(), products, model.top_k)
         # Step-wide metadata goes on every partition's materialization (a bucket's own keys win there).
         meta.update(buckets=len(lists), hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source,
                     top_k=model.top_k)
-        ranked = pl.concat(lists.values())
-        events = events_of_buckets(context, night_plan.only(interactions))
-        report = check_recommendations(ranked, products, events, model.top_k)
     yield dg.Output(lists, metadata=meta)
     yield check_result(report)
 

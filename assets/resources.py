@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +75,13 @@ class BucketedFilesystemIOManager(dg.ConfigurableIOManager):
         if folder.is_file():  # the asset was not partitioned before
             folder.unlink()
         for key in keys:
-            _dump(folder / key, obj[key])
+            if isinstance(obj, SpilledBuckets):  # already written, bucket by bucket: moved, not pickled again
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.move(obj.path(key), folder / key)
+            else:
+                _dump(folder / key, obj[key])
+        if isinstance(obj, SpilledBuckets):
+            obj.discard()
         context.add_output_metadata({"path": dg.MetadataValue.path(str(folder))})
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -114,6 +123,51 @@ class LazyBuckets(dict):
 
     def items(self) -> Iterator[tuple[str, Any]]:
         return ((key, self[key]) for key in self)
+
+
+STALE_SPILL_SECONDS = 86_400
+"""A spill folder this old belongs to a step that died before the IO manager moved its files."""
+
+
+class SpilledBuckets(LazyBuckets):
+    """A per-user step's `{bucket: value}` as it is made: each bucket's value is pickled to a file when the
+    step sets it, and let go, so the step holds one bucket's result at a time instead of every bucket's until
+    it returns (a million users' explanations are several GB); reading a bucket back reads its file. The IO
+    manager then moves the files into place instead of pickling the values again. Made by `spilled_buckets`."""
+
+    def __init__(self, folder: Path):
+        super().__init__({})
+        self.folder = folder
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        path = self.folder / key
+        _dump(path, value)
+        super().__setitem__(key, path)
+        self._held = (None, None)
+
+    def path(self, key: str) -> Path:
+        return dict.__getitem__(self, key)
+
+    def discard(self) -> None:
+        """Remove what is left of the files (after the IO manager moved them, the folder)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@contextmanager
+def spilled_buckets(context: dg.AssetExecutionContext) -> Iterator[SpilledBuckets]:
+    """A `SpilledBuckets` in a fresh folder of the instance's storage, removed if the step fails (and, should
+    the process die, by a later step once it is a day old)."""
+    spill = Path(context.instance.storage_directory()) / ".spilled"
+    spill.mkdir(parents=True, exist_ok=True)
+    for stale in spill.iterdir():
+        if time.time() - stale.stat().st_mtime > STALE_SPILL_SECONDS:
+            shutil.rmtree(stale, ignore_errors=True)
+    buckets = SpilledBuckets(Path(tempfile.mkdtemp(prefix=f"{context.asset_key.to_user_string()}-", dir=spill)))
+    try:
+        yield buckets
+    except BaseException:
+        buckets.discard()
+        raise
 
 
 def _dump(path: Path, obj: Any) -> None:

@@ -9,7 +9,7 @@ id and the number of buckets, never on which other users there are.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import polars as pl
@@ -29,9 +29,23 @@ def split_by_bucket(frame: pl.DataFrame, buckets: int, wanted: Sequence[int] | N
     """The rows of `frame` by their user's bucket, for the `wanted` buckets (default: all), row order kept;
     a bucket no user falls into gets an empty frame. Each distinct user is hashed once."""
     wanted = list(range(buckets)) if wanted is None else list(wanted)
-    users = frame.select(pl.col(column).unique())
-    users = users.with_columns(_bucket=pl.Series(user_buckets(users[column], buckets), dtype=pl.Int32))
-    tagged = (frame.join(users, on=column, how="left", maintain_order="left")
+    tagged = (frame.join(_users_by_bucket(frame, buckets, column), on=column, how="left", maintain_order="left")
               .filter(pl.col("_bucket").is_in(wanted)))
     parts = tagged.partition_by("_bucket", as_dict=True, include_key=False, maintain_order=True)
     return {bucket: parts.get((bucket,), frame.clear()) for bucket in wanted}
+
+
+def bucket_by_bucket(frame: pl.DataFrame, buckets: int, wanted: Sequence[int] | None = None,
+                     column: str = "user_id") -> Iterator[tuple[int, pl.DataFrame]]:
+    """What `split_by_bucket` returns, one bucket at a time: only the bucket being used is copied out of
+    `frame` (every bucket at once is a second copy of, say, a 20-million-event log)."""
+    users = _users_by_bucket(frame, buckets, column)
+    for bucket in list(range(buckets)) if wanted is None else wanted:
+        chosen = users.filter(pl.col("_bucket") == bucket).select(column)
+        yield bucket, frame.join(chosen, on=column, how="semi", maintain_order="left")
+
+
+def _users_by_bucket(frame: pl.DataFrame, buckets: int, column: str) -> pl.DataFrame:
+    """Each distinct user of `frame` (`column`) with its bucket (`_bucket`), each hashed once."""
+    users = frame.select(pl.col(column).unique())
+    return users.with_columns(_bucket=pl.Series(user_buckets(users[column], buckets), dtype=pl.Int32))

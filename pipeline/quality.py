@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -190,20 +191,27 @@ def validate(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], dict[str
     chunks = [_validate_chunk(frame.slice(start, VALIDATE_ROWS), suite)
               for start in range(0, frame.height, VALIDATE_ROWS)]
     effects = chunks[0][1]
+    table_rules = {rule for rule, (effect, _) in effects.items() if effect == "table"}
+    return merged_outcomes([outcomes for outcomes, _ in chunks], frame.height, table_rules), effects
+
+
+def merged_outcomes(parts: list[list[Outcome]], rows: int, table_rules: set[str] = frozenset()) -> list[Outcome]:
+    """One suite's outcomes on parts of a frame (chunks, buckets of users) added up to the whole's: failing
+    rows and counts summed, examples from the first parts; a table-level rule (only the row count is one
+    today) holds on the whole when it holds on any part."""
     merged = []
-    for parts in zip(*(outcomes for outcomes, _ in chunks)):
-        first = parts[0]
-        if effects[first.rule][0] == "table":
-            # Only the row count is a table rule today: the whole has rows when any chunk has.
-            merged.append(Outcome(rule=first.rule, column=first.column, passed=any(o.passed for o in parts),
-                                  observed=str(frame.height), examples=[]))
+    for outcomes in zip(*parts):
+        first = outcomes[0]
+        if first.rule in table_rules:
+            merged.append(Outcome(rule=first.rule, column=first.column, passed=any(o.passed for o in outcomes),
+                                  observed=str(rows), examples=[]))
             continue
-        failing = sum(int(o.observed.split(" of ")[0]) for o in parts if " of " in o.observed)
-        merged.append(Outcome(rule=first.rule, column=first.column, passed=all(o.passed for o in parts),
-                              observed=f"{failing} of {frame.height} rows",
-                              examples=[e for o in parts for e in o.examples][:EXAMPLES],
-                              rows=[r for o in parts for r in o.rows]))
-    return merged, effects
+        failing = sum(int(o.observed.split(" of ")[0]) for o in outcomes if " of " in o.observed)
+        merged.append(Outcome(rule=first.rule, column=first.column, passed=all(o.passed for o in outcomes),
+                              observed=f"{failing} of {rows} rows",
+                              examples=[e for o in outcomes for e in o.examples][:EXAMPLES],
+                              rows=[r for o in outcomes for r in o.rows]))
+    return merged
 
 
 VALIDATE_ROWS = 2_000_000
@@ -348,16 +356,24 @@ def _context() -> Any:
     return _CONTEXT
 
 
-def check_recommendations(recommendations: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
+def check_recommendations(buckets: Iterable[tuple[pl.DataFrame, pl.DataFrame]], products: pl.DataFrame,
                           k: int) -> QualityReport:
     """The published lists' contract: every eligible user has min(K, products they could still be shown)
     recommendations ranked 1..n, scores in [0, 1] and non-increasing, no product twice in a list, nothing
-    bought before, every product in the catalog and in stock. Any break fails the check."""
-    rows, lists = audit_frames(recommendations, products, interactions, k)
-    outcomes = validate(rows, recommendations_suite())[0] + validate(lists, user_lists_suite())[0]
+    bought before, every product in the catalog and in stock. Any break fails the check.
+
+    `buckets` are (lists, events) of disjoint sets of users (buckets of users, or everyone at once), checked
+    one at a time, so only one bucket's rows are held; the outcomes are added up."""
+    on_rows, on_users, rows, users = [], [], 0, 0
+    for recommendations, interactions in buckets:
+        audited, lengths = audit_frames(recommendations, products, interactions, k)
+        on_rows.append(validate(audited, recommendations_suite())[0])
+        on_users.append(validate(lengths, user_lists_suite())[0])
+        rows, users = rows + audited.height, users + lengths.height
+    outcomes = merged_outcomes(on_rows, rows) + merged_outcomes(on_users, users)
     problems = [Problem(f"{o.rule}: {o.observed} break it (e.g. {', '.join(o.examples[:3])})")
                 for o in outcomes if not o.passed]
-    return QualityReport(suite="recommendations", source="recommendations", rows=recommendations.height,
+    return QualityReport(suite="recommendations", source="recommendations", rows=rows,
                          outcomes=outcomes, quarantine=empty_quarantine(), counted=0, tolerated=0, tolerance=0.0,
                          problems=problems)
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import PROJECT_ROOT
 from pipeline.behavior import ItemCooccurrence
-from pipeline.buckets import split_by_bucket, user_buckets
+from pipeline.buckets import bucket_by_bucket, split_by_bucket, user_buckets
 from pipeline.profiles import InterestWeighting, build_user_profiles, interaction_matrix
 from pipeline.recommend import RecommendationSettings, recommend
 from pipeline.vector_index import build_index
@@ -60,6 +60,16 @@ def test_split_by_bucket_keeps_every_row_once_in_order_and_names_empty_buckets()
         assert part.columns == frame.columns
     wanted = split_by_bucket(frame, 16, wanted=[int(user_buckets(["a"], 16)[0])])
     assert list(wanted.values())[0].filter(pl.col("user_id") == "a").height == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(users=st.lists(st.text(min_size=1, max_size=6), min_size=0, max_size=60), buckets=st.integers(1, 7))
+def test_buckets_one_at_a_time_are_the_buckets_split_at_once(users, buckets):
+    frame = pl.DataFrame({"user_id": users, "n": range(len(users))}, schema={"user_id": pl.String, "n": pl.Int64})
+    one_at_a_time = list(bucket_by_bucket(frame, buckets))
+    assert [bucket for bucket, _ in one_at_a_time] == list(range(buckets))
+    for bucket, part in one_at_a_time:
+        assert part.equals(split_by_bucket(frame, buckets)[bucket])
 
 
 EVENT_TYPES = ["view", "cart", "purchase", "rating"]

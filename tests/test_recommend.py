@@ -88,3 +88,32 @@ def test_every_user_with_enough_products_gets_a_list():
     assert sorted(recs["user_id"].unique()) == sorted(matrix.user_ids)
     assert (recs.group_by("user_id").len()["len"] == 5).all()
     assert recs.schema["evidence_product_ids"] == pl.List(pl.String)
+
+
+def test_the_lists_check_made_bucket_by_bucket_counts_every_break_as_the_whole_check_does():
+    from pipeline.quality import check_recommendations
+
+    products = pl.DataFrame({"product_id": ["p1", "p2", "p3", "p4", "p5"],
+                             "in_stock": [True, True, True, True, False]})
+    events = pl.DataFrame({"user_id": ["u1", "u1", "u2", "u3"], "product_id": ["p1", "p2", "p3", "p4"],
+                           "event_type": ["purchase", "view", "view", "view"]})
+
+    def lists(rows):
+        return pl.DataFrame(rows, schema={"user_id": pl.String, "rank": pl.Int32, "product_id": pl.String,
+                                          "score": pl.Float64}, orient="row")
+
+    first = lists([("u1", 1, "p2", 0.9), ("u1", 2, "p3", 0.5)])  # as it should be
+    # u2 is shown an out-of-stock product; u3 gets one product where two were due.
+    second = lists([("u2", 1, "p5", 0.8), ("u2", 2, "p4", 0.7), ("u3", 1, "p2", 0.6)])
+    in_buckets = check_recommendations(
+        [(first, events.filter(pl.col("user_id") == "u1")), (second, events.filter(pl.col("user_id") != "u1"))],
+        products, k=2)
+    whole = check_recommendations([(pl.concat([first, second]), events)], products, k=2)
+
+    assert not in_buckets.passed
+    broken = {o.rule: o.observed for o in in_buckets.outcomes if not o.passed}
+    assert any("in_catalog_and_stock" in rule and observed == "1 of 5 rows" for rule, observed in broken.items())
+    assert any("list_length" in rule and observed == "1 of 3 rows" for rule, observed in broken.items())
+    assert [(o.rule, o.passed, o.observed) for o in in_buckets.outcomes] == \
+        [(o.rule, o.passed, o.observed) for o in whole.outcomes]
+    assert check_recommendations([(first, events.filter(pl.col("user_id") == "u1"))], products, k=2).passed
