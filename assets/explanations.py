@@ -10,7 +10,7 @@ from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_o
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings, spilled_buckets
 from pipeline.behavior import ItemCooccurrence
-from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, llm_selection, template_explanations
+from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, LlmSelection, template_explanations
 from pipeline.incremental import NightPlan
 from pipeline.llm import WriteStats, resolve_llm, write_card_explanations
 
@@ -41,10 +41,11 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         histories = events_of_buckets(context, night_plan.only(interactions))
         source = FactSource(products, histories, behavior_model.pairs())
         terms = CatalogTerms(products)
+        selection = LlmSelection(interactions, options.llm_top_ranks, options.llm_active_days) if llm else None
         by_provider, card_count = [], 0
         for bucket in buckets:  # each bucket's texts are written to storage when done (`spilled_buckets`)
             ranked = recommendations[bucket]
-            use_llm = llm_selection(ranked, interactions, options.llm_top_ranks, options.llm_active_days)
+            use_llm = selection.of(ranked) if selection else [False] * ranked.height
             with bucket_reported(context, bucket) as bucket_meta:
                 stats, parts = WriteStats(), []
                 for first in range(0, ranked.height, CARDS_AT_ONCE):

@@ -543,14 +543,28 @@ def llm_selection(recommendations: pl.DataFrame, interactions: pl.DataFrame, top
                   active_days: int) -> list[bool]:
     """Which recommendation rows get LLM text: the first `top_ranks` of each list, of users active in the
     last `active_days` days before the newest event (0: every user)."""
-    chosen = recommendations["rank"] <= top_ranks
-    if active_days:
-        newest = interactions["timestamp"].max()
-        last_seen = interactions.group_by("user_id").agg(pl.col("timestamp").max().alias("last_seen"))
-        seen = recommendations.select("user_id").join(last_seen, on="user_id", how="left", maintain_order="left")
-        recent = (pl.lit(newest) - seen["last_seen"]).dt.total_days() <= active_days
-        chosen = chosen & seen.select(recent.fill_null(False)).to_series()
-    return chosen.to_list()
+    return LlmSelection(interactions, top_ranks, active_days).of(recommendations)
+
+
+class LlmSelection:
+    """`llm_selection` for many slices of lists against one event log: who is active is found once."""
+
+    def __init__(self, interactions: pl.DataFrame, top_ranks: int, active_days: int):
+        self.top_ranks = top_ranks
+        self.active = None
+        if active_days:
+            newest = interactions["timestamp"].max()
+            self.active = (interactions.group_by("user_id").agg(pl.col("timestamp").max())
+                           .filter((pl.lit(newest) - pl.col("timestamp")).dt.total_days() <= active_days)
+                           .select("user_id", active=pl.lit(True)))
+
+    def of(self, recommendations: pl.DataFrame) -> list[bool]:
+        chosen = recommendations["rank"] <= self.top_ranks
+        if self.active is not None:
+            seen = recommendations.select("user_id").join(self.active, on="user_id", how="left",
+                                                          maintain_order="left")
+            chosen = chosen & seen["active"].fill_null(False)
+        return chosen.to_list()
 
 
 @dataclass(frozen=True)

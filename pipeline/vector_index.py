@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 import polars as pl
 
+from pipeline.parallel import in_parallel
 from pipeline.sparse import position_in_row
 
 HNSW_NEIGHBORS = 32
@@ -21,6 +22,8 @@ HNSW_EF_SEARCH = 128
 IVF_PROBES = 16
 SCORING_TILE = 8192
 """Products scored at once by `top_inner_products`: a block of 1,024 queries holds 32 MB of scores."""
+QUERIES_PER_BLOCK = 1024
+"""Queries a core scores at once in `exact_search`."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,17 @@ def top_inner_products(queries: np.ndarray, vectors: np.ndarray, k: int,
             np.hstack([best_rows, np.full((n_queries, pad), -1, dtype=np.int64)]))
 
 
+def exact_search(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """`top_inner_products` for many queries, a block of them per core (what a flat index's search finds; FAISS's
+    search holds the GIL, and run from one thread it kept both cores busy only part of the time)."""
+    starts = range(0, len(queries), QUERIES_PER_BLOCK)
+    parts = list(in_parallel(lambda start: top_inner_products(queries[start:start + QUERIES_PER_BLOCK], vectors, k),
+                             starts))
+    if not parts:
+        return top_inner_products(queries, vectors, k)
+    return np.vstack([scores for scores, _ in parts]), np.vstack([rows for _, rows in parts])
+
+
 def _merged(best: np.ndarray, best_rows: np.ndarray, waiting: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
             keep: int) -> tuple[np.ndarray, np.ndarray]:
     """The `keep` best of each query's kept scores and its waiting (query, row, score) triples."""
@@ -158,7 +172,10 @@ def similar_products(index: faiss.Index, vectors: np.ndarray, product_ids: list[
     """Each product's `k` nearest other products: product_id, rank, similar_product_id, similarity; for the
     products at `rows` only, when given."""
     rows = np.arange(len(product_ids)) if rows is None else np.asarray(rows, dtype=np.int64)
-    scores, found = search(index, vectors[rows], k + 1)
+    if isinstance(index, faiss.IndexFlat):  # exact: the index holds `vectors` as they are
+        scores, found = exact_search(vectors[rows], vectors, min(k + 1, len(vectors)))
+    else:
+        scores, found = search(index, vectors[rows], k + 1)
     source = np.repeat(rows, found.shape[1])
     flat_rows, flat_scores = found.ravel(), scores.ravel()
     keep = (flat_rows >= 0) & (flat_rows != source)
@@ -186,8 +203,11 @@ def similar_products_since(index: faiss.Index, vectors: np.ndarray, product_ids:
         # Nothing kept can gain a neighbour: the kept lists stand as they are.
         parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows)))]
     else:
-        sub = build_index(vectors[changed])
-        scores, found = search(sub, vectors[kept_rows], k)
+        if isinstance(index, faiss.IndexFlat):  # as `similar_products` scores them
+            scores, found = exact_search(vectors[kept_rows], vectors[changed], min(k, len(changed)))
+        else:
+            scores, found = search(build_index(vectors[changed]), vectors[kept_rows], k)
+        scores, found = scores[:, :k], found[:, :k]
         near = pl.DataFrame({"row": np.repeat(kept_rows, found.shape[1]), "target": changed[found.ravel()],
                              "similarity": scores.ravel().astype(np.float64)})
         parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows))), near]
