@@ -114,3 +114,14 @@ def test_lists_made_bucket_by_bucket_are_the_lists_made_in_one_piece(seed, n_use
     floats = ["score", "content_score", "behavior_score", "content_similarity"]
     assert merged.drop(floats).equals(whole.drop(floats))
     assert np.allclose(merged.select(floats).to_numpy(), whole.select(floats).to_numpy(), atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from(["a", "b", "ab", ""]), st.integers(0, 3)), max_size=12))
+def test_a_bucket_is_published_unsorted_only_when_sorting_would_not_change_it(rows):
+    from assets.buckets import in_order, sorted_parts
+
+    frame = pl.DataFrame(rows, schema={"user_id": pl.String, "rank": pl.Int64}, orient="row")
+    assert in_order(frame, ["user_id", "rank"]) == frame.equals(frame.sort("user_id", "rank"))
+    published = list(sorted_parts([frame], ["user_id", "rank"]))
+    assert [part.equals(frame.sort("user_id", "rank")) for part in published] == ([True] if frame.height else [])
