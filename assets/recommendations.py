@@ -41,8 +41,6 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
             handed to the check with the bucket's events."""
             events = events_bucket_by_bucket(context, night_plan.only(interactions))
             for bucket, bucket_events in events:
-                if bucket not in user_profiles:
-                    continue
                 with bucket_reported(context, bucket) as bucket_meta:
                     profiles = user_profiles[bucket]  # one bucket's profiles read at a time
                     ranked = recommend(profiles.matrix, profiles.vectors, product_embeddings.vectors, index,
