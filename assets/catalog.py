@@ -48,10 +48,11 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
     quarantined and dropped (up to `quality.max_unknown_product_share`)."""
     config = settings.get()
     with reported(context) as meta:
-        # An incremental night checks only the events the warehouse does not already hold.
-        published = published_events(config.warehouse_path) if incremental_run(context) else None
+        # An incremental night checks only the events the warehouse does not already hold (passed on, not
+        # kept here, so the log reader can let the published copy go once it is compared).
         log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False,
-                             published=published)
+                             published=published_events(config.warehouse_path) if incremental_run(context)
+                             else None)
         events = log.interactions
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
                     unknown_products_dropped=log.unknown_products_dropped,

@@ -154,14 +154,18 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc),
                                whole_log=checking is typed)
     report = assess(suite, checking, raw, path, quality, prior=unparsed)
+    # Each copy of a 20-million-event log is gigabytes: what is done with is let go before the next is made.
+    rows_read, rows_checked = raw.height, checking.height
+    del raw, checking, published
     known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
+    del typed
     unknown = report.tolerated
     if unknown:
         log.warning("%s: %d interactions name products not in the catalog; quarantined", path, unknown)
-    interactions = known.unique(maintain_order=True).sort(["timestamp", "user_id", "product_id"])
-    events = EventLog(interactions=interactions, source=path, rows_read=raw.height,
+    interactions = known.lazy().unique(maintain_order=True).sort(["timestamp", "user_id", "product_id"]).collect()
+    events = EventLog(interactions=interactions, source=path, rows_read=rows_read,
                       unknown_products_dropped=unknown, duplicates_dropped=known.height - interactions.height,
-                      report=report, ignored_columns=ignored, rows_checked=checking.height)
+                      report=report, ignored_columns=ignored, rows_checked=rows_checked)
     if strict:
         ensure_passed(report, path)
     return events
