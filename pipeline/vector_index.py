@@ -187,7 +187,7 @@ def similar_products_since(index: faiss.Index, vectors: np.ndarray, product_ids:
     """`similar_products` brought up to date from `previous` (the published lists) when only some vectors
     changed (`unchanged[i]`: product i's vector is the one `previous` was found with). A product whose list
     names a changed or vanished product, or that changed itself, is searched again; every other product keeps
-    its list, merged with the changed products that now come closer (found in an index of those alone)."""
+    its list, merged with the changed products that now come closer (found by scoring those alone)."""
     ids = pl.Series("product_id", product_ids)
     row_of = pl.DataFrame({"product_id": ids, "row": np.arange(len(ids)), "unchanged": unchanged})
     known = previous.join(row_of, on="product_id").join(
@@ -203,11 +203,8 @@ def similar_products_since(index: faiss.Index, vectors: np.ndarray, product_ids:
         # Nothing kept can gain a neighbour: the kept lists stand as they are.
         parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows)))]
     else:
-        if isinstance(index, faiss.IndexFlat):  # as `similar_products` scores them
-            scores, found = exact_search(vectors[kept_rows], vectors[changed], min(k, len(changed)))
-        else:
-            scores, found = search(build_index(vectors[changed]), vectors[kept_rows], k)
-        scores, found = scores[:, :k], found[:, :k]
+        # Exactly, whatever the index's kind (few products changed), as a flat index's lists are scored.
+        scores, found = exact_search(vectors[kept_rows], vectors[changed], min(k, len(changed)))
         near = pl.DataFrame({"row": np.repeat(kept_rows, found.shape[1]), "target": changed[found.ravel()],
                              "similarity": scores.ravel().astype(np.float64)})
         parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows))), near]

@@ -66,10 +66,10 @@ def test_split_by_bucket_keeps_every_row_once_in_order_and_names_empty_buckets()
 @given(users=st.lists(st.text(min_size=1, max_size=6), min_size=0, max_size=60), buckets=st.integers(1, 7))
 def test_buckets_one_at_a_time_are_the_buckets_split_at_once(users, buckets):
     frame = pl.DataFrame({"user_id": users, "n": range(len(users))}, schema={"user_id": pl.String, "n": pl.Int64})
-    one_at_a_time = list(bucket_by_bucket(frame, buckets))
+    one_at_a_time, at_once = list(bucket_by_bucket(frame, buckets)), split_by_bucket(frame, buckets)
     assert [bucket for bucket, _ in one_at_a_time] == list(range(buckets))
     for bucket, part in one_at_a_time:
-        assert part.equals(split_by_bucket(frame, buckets)[bucket])
+        assert part.equals(at_once[bucket])
 
 
 EVENT_TYPES = ["view", "cart", "purchase", "rating"]
