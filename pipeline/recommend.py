@@ -115,7 +115,8 @@ class ContentSearch:
             scores, found = top_inner_products(profiles, self.stocked, n)
         else:
             scores, found = search(self.index, profiles, n + self.extra_depth)
-        return scores, np.where(found >= 0, self.rows[np.maximum(found, 0)], -1)
+        # -1 (padding) picks the appended -1, also when nothing is in stock and `rows` is empty.
+        return scores, np.append(self.rows, -1)[found]
 
 
 class _BlockScorer:

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 import scipy.sparse as sp
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.behavior import ItemCooccurrence
@@ -54,6 +54,7 @@ def random_shop(seed: int, n_users: int, n_items: int, density: float, out_of_st
 @given(seed=st.integers(0, 10_000), n_users=st.integers(1, 30), n_items=st.integers(2, 60),
        density=st.floats(0.01, 0.5), out_of_stock=st.floats(0.0, 0.5), k=st.integers(1, 12),
        alpha=st.floats(0.0, 1.0), candidates=st.integers(1, 40))
+@example(seed=0, n_users=2, n_items=2, density=0.5, out_of_stock=0.5, k=1, alpha=0.0, candidates=1)  # none in stock
 def test_lists_are_well_formed_for_any_shop(seed, n_users, n_items, density, out_of_stock, k, alpha, candidates):
     matrix, vectors, in_stock = random_shop(seed, n_users, n_items, density, out_of_stock)
     behavior = ItemCooccurrence(neighbors_per_item=10).fit(matrix.weights, matrix.product_ids)
