@@ -13,6 +13,7 @@ import dataclasses
 import io
 import logging
 from dataclasses import dataclass
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -261,7 +262,10 @@ def _diagnose_csv(path: Path) -> InputError:
 
 def _parse(raw: pl.DataFrame, path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed rows, and quarantine rows for values present but unparseable (those rows are left out)."""
-    parsed = raw.select("row", *(_parser(kind, column) for column, (kind, _) in columns.items()))
+    parsed = raw.select("row", *(_parser(kind, column) for column, (kind, _) in columns.items()
+                                 if kind != "timestamp"))
+    parsed = parsed.with_columns(_parse_timestamps(raw[column]) for column, (kind, _) in columns.items()
+                                 if kind == "timestamp").select("row", *columns)
     rejected = []
     for column, (kind, _) in columns.items():
         if kind not in _EXPECTED:
@@ -274,6 +278,35 @@ def _parse(raw: pl.DataFrame, path: Path, columns: dict[str, tuple[str, bool]]) 
         return parsed, empty_quarantine()
     quarantine = pl.concat(rejected).unique("row", keep="first", maintain_order=True).sort("row")
     return parsed.join(quarantine.select("row"), on="row", how="anti"), quarantine
+
+
+def _parse_timestamps(text: pl.Series) -> pl.Series:
+    """Timestamps in any of `_TIMESTAMP_FORMATS` or Unix seconds, each value read with the first that parses
+    it; null where none does. Each format is tried only on the values the ones before it left unread (a log
+    is nearly always in one format: trying all nine on every row made reading 20 million events 25 s)."""
+    text = text.str.strip_chars()
+    parsed = pl.Series(text.name, [None] * text.len(), dtype=pl.Datetime("us", "UTC"))
+    unread = text.is_not_null() & (text != "")
+    for read in [*(partial(_read_timestamps, fmt=fmt) for fmt in _TIMESTAMP_FORMATS), _read_unix_seconds]:
+        at = unread.arg_true()
+        if at.is_empty():
+            break
+        values = read(text.gather(at))
+        found = values.is_not_null()
+        parsed = parsed.scatter(at.filter(found), values.filter(found))
+        unread = unread.scatter(at.filter(found), False)
+    return parsed
+
+
+def _read_timestamps(text: pl.Series, fmt: str) -> pl.Series:
+    if "%:z" in fmt:
+        return text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+    return text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
+
+
+def _read_unix_seconds(text: pl.Series) -> pl.Series:
+    seconds = pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit="s")
+    return seconds.dt.cast_time_unit("us").dt.replace_time_zone("UTC")
 
 
 _EXPECTED = {
@@ -306,13 +339,4 @@ def _parser(kind: str, column: str) -> pl.Expr:
         )
     if kind == "event_type":
         return text.str.to_lowercase().alias(column)
-    if kind == "timestamp":
-        attempts = [
-            text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-            if "%:z" in fmt
-            else text.str.to_datetime(fmt, strict=False, time_unit="us").dt.replace_time_zone("UTC")
-            for fmt in _TIMESTAMP_FORMATS
-        ]
-        epoch = pl.from_epoch(text.cast(pl.Int64, strict=False), time_unit="s").dt.replace_time_zone("UTC")
-        return pl.coalesce([*attempts, epoch.dt.cast_time_unit("us")]).alias(column)
     raise AssertionError(f"unknown column kind {kind}")
