@@ -13,7 +13,7 @@ from assets.reporting import reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.incremental import INCREMENTAL, NIGHT_TAG, NightPlan, cold_plan, plan_incremental
-from pipeline.warehouse import published_state, users_listing
+from pipeline.warehouse import listed_cosines, published_state, users_listing
 
 
 def incremental_run(context: dg.AssetExecutionContext) -> bool:
@@ -26,16 +26,20 @@ def night_plan(context: dg.AssetExecutionContext, settings: ShopSettings, produc
                interactions: pl.DataFrame, product_embeddings: ProductEmbeddings) -> dg.Output[NightPlan]:
     """Tonight's kind, from the run's `shoprec/night` tag (cold unless it says incremental), and on an
     incremental night the users made again: those whose events changed since the published run, and those
-    whose published list names a product whose text or stock changed or that left the catalog."""
+    whose published list names a product gone out of stock or from the catalog, or one whose new text moved
+    its cosine with them by more than `scale.text_change_tolerance`."""
     config = settings.get()
     with reported(context) as meta:
         if incremental_run(context):
             warehouse = config.warehouse_path
             plan = plan_incremental(products, product_embeddings.text_hashes, interactions,
-                                    published_state(warehouse), lambda ids: users_listing(warehouse, ids))
+                                    published_state(warehouse), lambda ids: users_listing(warehouse, ids),
+                                    lambda ids: listed_cosines(warehouse, product_embeddings.frame(ids)),
+                                    config.scale.text_change_tolerance)
             meta.update({"dagster/row_count": plan.users.len(), "users_recomputed": plan.users.len(),
                          "users_with_changed_events": plan.users_with_changed_events,
                          "users_listing_changed_products": plan.users_listing_changed_products,
+                         "users_keeping_reworded_products": plan.users_keeping_reworded_products,
                          "changed_products": plan.changed_products.len(), "since_run": plan.since_run_id})
         else:
             plan = cold_plan()

@@ -182,6 +182,10 @@ class ScaleConfig:
     is unchanged; false: every night is cold."""
     cold_every_days: float = 7.0
     """A cold night (every model fit and evaluated again, every user recomputed) at least this often."""
+    text_change_tolerance: float = 0.01
+    """On an incremental night, a listed product whose text changed sends its lister back to be recomputed
+    only when its cosine with the lister's profile moved by more than this (a touch-up to a long description
+    moves it by thousandths); smaller moves keep the list until the next cold night."""
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,8 @@ def _validate(settings: Settings) -> None:
         ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),
         ("scale.executor", settings.scale.executor in EXECUTORS, f"must be one of {', '.join(EXECUTORS)}"),
         ("scale.cold_every_days", settings.scale.cold_every_days > 0, "must be more than 0"),
+        ("scale.text_change_tolerance", 0 <= settings.scale.text_change_tolerance <= 2,
+         "must be between 0 (every text change recomputes its listers) and 2"),
         ("api.max_k", 1 <= settings.api.max_k <= 1000, "must be between 1 and 1000"),
         ("explanations.provider", settings.explanations.provider in {"auto", "template", "openai"},
          "must be auto, template or openai"),

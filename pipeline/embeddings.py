@@ -63,6 +63,12 @@ class ProductEmbeddings:
     def cached(self) -> int:
         return len(self.product_ids) - self.encoded
 
+    def frame(self, product_ids: pl.Series) -> pl.DataFrame:
+        """product_id, embedding (a fixed-size float32 array) for `product_ids`, in this table's order."""
+        wanted = pl.Series(self.product_ids).is_in(product_ids.implode()).to_numpy()
+        return pl.DataFrame({"product_id": np.asarray(self.product_ids, dtype=object)[wanted].tolist(),
+                             "embedding": pl.Series(np.asarray(self.vectors[wanted], dtype=np.float32))})
+
 
 def product_text(products: pl.DataFrame) -> pl.Series:
     """The text a product is known by: title, category, attributes and description."""

@@ -6,12 +6,15 @@ not run) and recomputes, from tonight's inputs, only the users whose lists can h
 
 - users whose events changed: new users, users with new events, users gone from the log (found by
   comparing each user's event count and newest event with the published `user_profiles`);
-- users whose published list names a product that changed: its text (so its embedding), its stock, or it
-  left the catalog.
+- users whose published list names a product that went out of stock or left the catalog;
+- users whose published list names a product whose text changed enough to move its cosine with their
+  profile by more than `scale.text_change_tolerance` (a reworded description; a touch-up such as a line
+  appended to a long description moves it by thousandths, and those lists are kept until the next cold
+  night, their published scores and explanation for that product from its earlier text).
 
 Everyone else keeps their published rows, which tonight's inputs would reproduce: their events are the same
 and a profile's day-based decay scales all of a user's weights alike, which normalisation removes. What an
-incremental night does not see until the next cold one: a changed or restocked product entering the list of
+incremental night does not see until the next cold one: a changed or stock_changes product entering the list of
 a user who did nothing, behaviour learned from tonight's events, and a better alpha.
 """
 
@@ -32,7 +35,8 @@ NIGHT_TAG = "shoprec/night"
 COLD, INCREMENTAL = "cold", "incremental"
 
 UNTOUCHED_BY_INCREMENTAL = {"explanations", "schedule", "api", "frontend", "quality", "data.cache_dir",
-                            "scale.executor", "scale.step_storage", "scale.incremental", "scale.cold_every_days"}
+                            "scale.executor", "scale.step_storage", "scale.incremental", "scale.cold_every_days",
+                            "scale.text_change_tolerance"}
 """Config sections and settings an incremental night may differ in from its cold night; a change anywhere
 else (the model, the weighting, the evaluation, the inputs, the user buckets) needs a cold night."""
 
@@ -63,6 +67,11 @@ class NightPlan:
     """Products whose text or stock changed, or that are new or gone, since the published run."""
     users_with_changed_events: int = 0
     users_listing_changed_products: int = 0
+    """Users whose list names a product gone out of stock or from the catalog, or one whose new text moved
+    its cosine with their profile by more than the tolerance."""
+    users_keeping_reworded_products: int = 0
+    """Users whose list names a product with a new text that moved its cosine with them by no more than the
+    tolerance, and who are recomputed for no other reason: their lists are kept."""
     since_run_id: str | None = None
 
     @property
@@ -81,9 +90,12 @@ def cold_plan() -> NightPlan:
 
 
 def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.DataFrame,
-                     published: PublishedState | None, listing: Callable[[pl.Series], pl.Series]) -> NightPlan:
+                     published: PublishedState | None, listing: Callable[[pl.Series], pl.Series],
+                     cosines: Callable[[pl.Series], pl.DataFrame], text_change_tolerance: float) -> NightPlan:
     """Compare tonight's inputs with the published run. `listing(product_ids)` returns the users whose
-    published list names any of those products."""
+    published list names any of those products; `cosines(product_ids)` returns the published list rows that
+    name them (user_id, product_id) with the cosine they were ranked by (`published`) and the cosine of the
+    user's profile with the product's vector tonight (`tonight`)."""
     if published is None:
         raise IncrementalError("nothing has been published yet, so there is nothing to bring up to date: run "
                                "the cold `nightly` job first")
@@ -100,15 +112,27 @@ def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.
     current = products.select("product_id", "in_stock").with_columns(
         text_hash=pl.Series(text_hashes, dtype=pl.String))
     versus = current.join(published.products, on="product_id", how="full", suffix="_published", coalesce=True)
-    changed_products = versus.filter(
-        pl.col("text_hash").ne_missing(pl.col("text_hash_published"))
-        | pl.col("in_stock").ne_missing(pl.col("in_stock_published")))["product_id"].sort()
-    listing_users = listing(changed_products) if changed_products.len() else pl.Series("user_id", [], pl.String)
+    stock_changed = pl.col("in_stock").ne_missing(pl.col("in_stock_published"))
+    text_changed = pl.col("text_hash").ne_missing(pl.col("text_hash_published"))
+    changed_products = versus.filter(stock_changed | text_changed)["product_id"].sort()
+    # Stock changed: out of stock or gone, the product leaves every list (new or back, it is on none).
+    stock_changes = versus.filter(stock_changed)["product_id"]
+    reworded = versus.filter(text_changed & ~stock_changed)["product_id"]
+    listing_users = listing(stock_changes).alias("user_id") if stock_changes.len() else pl.Series("user_id", [], pl.String)
+    if reworded.len():
+        rows = cosines(reworded)
+        moved = (pl.col("tonight") - pl.col("published")).abs() > text_change_tolerance
+        listing_users = pl.concat([listing_users, rows.filter(moved)["user_id"]]).unique()
+        reworded_listers = rows["user_id"].unique()
+    else:
+        reworded_listers = pl.Series("user_id", [], pl.String)
 
-    users = pl.concat([changed_users, listing_users.alias("user_id")]).unique().sort()
+    users = pl.concat([changed_users, listing_users]).unique().sort()
+    kept = reworded_listers.filter(~reworded_listers.is_in(users.implode()))
     return NightPlan(kind=INCREMENTAL, users=users, changed_products=changed_products,
                      users_with_changed_events=changed_users.len(),
-                     users_listing_changed_products=listing_users.len(), since_run_id=published.run_id)
+                     users_listing_changed_products=listing_users.len(),
+                     users_keeping_reworded_products=kept.len(), since_run_id=published.run_id)
 
 
 @dataclass(frozen=True)

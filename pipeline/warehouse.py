@@ -513,6 +513,21 @@ def users_listing(path: Path, product_ids: pl.Series) -> pl.Series:
         con.close()
 
 
+def listed_cosines(path: Path, vectors: pl.DataFrame) -> pl.DataFrame:
+    """Each published list row naming a product of `vectors` (product_id, embedding: tonight's vector), with
+    the cosine it was ranked by (`published`) and its user's published profile's cosine with the vector
+    given (`tonight`): user_id, product_id, published, tonight."""
+    con = connect_readonly(path)
+    try:
+        con.register("tonight", vectors.select("product_id", "embedding").to_arrow())
+        return con.execute(
+            "SELECT r.user_id, r.product_id, r.content_similarity AS published, "
+            "list_inner_product(p.profile, t.embedding::FLOAT[])::DOUBLE AS tonight "
+            "FROM recommendations r JOIN tonight t USING (product_id) JOIN user_profiles p USING (user_id)").pl()
+    finally:
+        con.close()
+
+
 def last_nights(path: Path) -> LastNights:
     """When the newest published cold night finished, and with which configuration."""
     with _published(path) as published:

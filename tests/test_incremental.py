@@ -22,6 +22,7 @@ from pipeline.warehouse import current_snapshot, read_snapshot, read_table
 
 OUT_OF_STOCK = "T03"  # listed for the trail runner by the cold night
 REWORDED = "K03"  # a new description: a new embedding
+TOUCHED_UP = "C05"  # the same words in title case: a new text whose vector (an uncased model's) is the same
 NEW_DAY = "2026-10-02T10:00:00Z"  # after every event of the tiny shop
 
 
@@ -55,6 +56,7 @@ def nights(tmp_path_factory) -> Nights:
         in_stock=pl.when(pl.col("product_id") == OUT_OF_STOCK).then(False).otherwise(pl.col("in_stock")),
         description=pl.when(pl.col("product_id") == REWORDED)
         .then(pl.lit("An end-grain walnut board, now with juice grooves on both sides."))
+        .when(pl.col("product_id") == TOUCHED_UP).then(pl.col("description").str.to_titlecase())
         .otherwise(pl.col("description")))
     products.write_csv(shop.input_dir / "products.csv")
     events = pl.read_csv(shop.input_dir / "interactions.csv")
@@ -81,6 +83,10 @@ def test_only_users_with_new_events_or_a_changed_listed_product_are_recomputed(n
     recomputed = set(nights.lists.filter(pl.col("run_id") == nights.incremental.run_id)["user_id"])
     assert recomputed == expected
     assert metadata_value(nights.incremental, "night_plan", "users_recomputed") == len(expected)
+    # A new text that leaves the product's vector where it was changes nobody's list.
+    kept = listing(nights.cold_lists, TOUCHED_UP) - expected
+    assert kept, "the cold night should have listed the touched-up product for someone else too"
+    assert metadata_value(nights.incremental, "night_plan", "users_keeping_reworded_products") == len(kept)
     runs = read_table(nights.shop.warehouse, "runs").sort("finished_at")
     assert runs["night"].to_list() == [COLD, INCREMENTAL]
     assert runs["users_recomputed"][1] == len(expected)
@@ -105,9 +111,9 @@ def test_the_new_lists_follow_the_new_inputs(nights):
     assert profiles.filter(pl.col("user_id") == "U_ONE")["n_events"].to_list() == [3]
 
 
-def test_only_the_changed_product_is_encoded_and_the_models_are_the_cold_nights(nights):
-    assert metadata_value(nights.incremental, "product_embeddings", "encoded") == 1
-    assert metadata_value(nights.incremental, "faiss_index", "vectors_changed") == 1
+def test_only_the_changed_products_are_encoded_and_the_models_are_the_cold_nights(nights):
+    assert metadata_value(nights.incremental, "product_embeddings", "encoded") == 2  # reworded, touched up
+    assert metadata_value(nights.incremental, "faiss_index", "vectors_changed") == 2
     assert metadata_value(nights.incremental, "interactions", "rows_checked") == 4  # the new events only
     done = {m.asset_key.to_user_string() for m in nights.incremental.get_asset_materialization_events()}
     assert not done & {"evaluation", "alpha_sweep", "behavior_model"}
@@ -159,7 +165,7 @@ def test_an_incremental_night_before_any_cold_one_says_what_to_run():
     events = pl.DataFrame({"user_id": ["U1"], "product_id": ["P1"], "event_type": ["view"],
                            "timestamp": [datetime(2026, 11, 1, tzinfo=timezone.utc)]})
     with pytest.raises(IncrementalError, match="run the cold `nightly` job"):
-        plan_incremental(products, ["h"], events, None, lambda ids: ids)
+        plan_incremental(products, ["h"], events, None, lambda ids: ids, lambda ids: ids, 0.01)
 
 
 def test_checking_only_unpublished_events_finds_what_the_full_check_finds(tiny_shop):
