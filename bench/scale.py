@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import pickle
 import platform
 import shutil
 import subprocess
@@ -199,10 +198,12 @@ def asset_figures(home: Path, job: str = "nightly") -> dict[str, tuple[float, fl
 
 def stored_output(home: Path, asset: str):
     """An asset's value as the run's filesystem IO manager stored it (partitions concatenated by caller)."""
+    from assets.resources import load_value
+
     path = home / "storage" / asset
     if path.is_dir():
-        return [pickle.loads(part.read_bytes()) for part in sorted(path.iterdir())]
-    return pickle.loads(path.read_bytes())
+        return [load_value(part) for part in sorted(path.iterdir())]
+    return load_value(path)
 
 
 def time_scoring(result: SizeResult, home: Path, sample: int, top_k: int = 10) -> None:
