@@ -56,7 +56,8 @@ class BucketedFilesystemIOManager(dg.ConfigurableIOManager):
     """Each asset's value stored to `<base_dir>/<asset>` (a polars table as Arrow IPC, anything else pickled,
     as Dagster's filesystem IO manager does), where a per-user asset's step returns `{bucket: value}` for
     the buckets of its run, stored as `<base_dir>/<asset>/<bucket>`, and is read back as `{bucket: value}`
-    for whichever buckets a later step needs. Files are written whole, then renamed, so a reader on shared storage never sees half of one.
+    for whichever buckets a later step needs. Files are written whole, then renamed, so a reader on shared
+    storage never sees half of one.
 
     `base_dir` empty means the Dagster instance's storage folder; steps on several machines need it on
     storage they all mount (docs/cluster/)."""
