@@ -5,6 +5,7 @@ Each carries a blocking asset check, run with the asset: the input's Great Expec
 do, or a table rule fails, the check fails and nothing downstream runs, so nothing is published.
 """
 
+from functools import partial
 from typing import Iterator
 
 import dagster as dg
@@ -16,7 +17,7 @@ from assets.resources import ShopSettings
 from pipeline.ingest import read_catalog, read_event_log
 from pipeline.config import Settings
 from pipeline.quality import QualityReport
-from pipeline.warehouse import published_events, record_quarantine
+from pipeline.warehouse import record_quarantine, unpublished_events
 
 def quarantined(context: dg.AssetExecutionContext, config: Settings, report: QualityReport) -> dict:
     """Write the report's quarantined rows to the warehouse (now, so they stay even if the run stops)."""
@@ -48,11 +49,10 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
     quarantined and dropped (up to `quality.max_unknown_product_share`)."""
     config = settings.get()
     with reported(context) as meta:
-        # An incremental night checks only the events the warehouse does not already hold (passed on, not
-        # kept here, so the log reader can let the published copy go once it is compared).
+        # An incremental night checks only the events the warehouse does not already hold.
         log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False,
-                             published=published_events(config.warehouse_path) if incremental_run(context)
-                             else None)
+                             unpublished=partial(unpublished_events, config.warehouse_path)
+                             if incremental_run(context) else None)
         events = log.interactions
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
                     unknown_products_dropped=log.unknown_products_dropped,

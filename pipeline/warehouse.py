@@ -483,12 +483,21 @@ def published_state(path: Path) -> PublishedState | None:
     return PublishedState(run_id=run["run_id"], users=users, products=products)
 
 
-def published_events(path: Path) -> pl.DataFrame | None:
-    """The published run's interactions (checked when they were published), or None before any run."""
+def unpublished_events(path: Path, events: pl.DataFrame) -> pl.Series | None:
+    """The `row` of each of `events` (row, user_id, product_id, event_type, value, timestamp) that the
+    published run's interactions do not hold, or None before any run. DuckDB compares them where they lie:
+    loading 20 million published events into polars and anti-joining there took as long and 5 GB more."""
     with _published(path) as published:
         if published is None:
             return None
-        return published[0].execute("SELECT user_id, product_id, event_type, value, timestamp FROM interactions").pl()
+        con = published[0]
+        con.execute(f"SET memory_limit = '{PUBLISH_MEMORY_LIMIT}'")
+        con.register("tonight", events.select("row", *EVENT_COLUMNS).to_arrow())
+        same = " AND ".join(f't."{c}" IS NOT DISTINCT FROM p."{c}"' for c in EVENT_COLUMNS)
+        return con.execute(f"SELECT t.row FROM tonight t ANTI JOIN interactions p ON {same}").pl()["row"]
+
+
+EVENT_COLUMNS = list(TABLES["interactions"])
 
 
 def published_similar(path: Path) -> tuple[pl.DataFrame, pl.DataFrame] | None:

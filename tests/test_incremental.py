@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import NamedTuple
 from unittest import mock
 
 import dagster as dg
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -18,7 +20,7 @@ from checks import assert_valid_lists
 from conftest import Shop, metadata_value, write_tiny_shop
 from pipeline.incremental import COLD, INCREMENTAL, IncrementalError, LastNights, night_kind, plan_incremental
 from pipeline.vector_index import build_index, similar_products
-from pipeline.warehouse import current_snapshot, read_snapshot, read_table
+from pipeline.warehouse import current_snapshot, read_snapshot, read_table, unpublished_events
 
 OUT_OF_STOCK = "T03"  # listed for the trail runner by the cold night
 REWORDED = "K03"  # a new description: a new embedding
@@ -176,7 +178,11 @@ def test_checking_only_unpublished_events_finds_what_the_full_check_finds(tiny_s
 
     catalog = pl.read_csv(tiny_shop.input_dir / "products.csv")["product_id"]
     quality = QualityConfig(max_quarantine_share=0.5, max_unknown_product_share=0.5)
-    published = read_event_log(tiny_shop.input_dir, catalog, quality).interactions
+    warehouse = duckdb.connect(str(tiny_shop.root / "published.duckdb"))
+    published = read_event_log(tiny_shop.input_dir, catalog, quality).interactions  # noqa: F841 (read by SQL)
+    warehouse.execute("CREATE TABLE interactions AS SELECT * FROM published")
+    warehouse.execute("CREATE TABLE runs AS SELECT 'cold' AS run_id, 'success' AS status, now() AS finished_at")
+    warehouse.close()
 
     events = pl.read_csv(tiny_shop.input_dir / "interactions.csv")
     new = pl.DataFrame({"user_id": ["U_ONE", "U_ONE"], "product_id": ["K02", "K03"],
@@ -186,7 +192,8 @@ def test_checking_only_unpublished_events_finds_what_the_full_check_finds(tiny_s
     still_sold = catalog.filter(catalog != "C01")  # the tent left the catalog: its old events must go too
 
     full = read_event_log(tiny_shop.input_dir, still_sold, quality, strict=False)
-    incremental = read_event_log(tiny_shop.input_dir, still_sold, quality, strict=False, published=published)
+    incremental = read_event_log(tiny_shop.input_dir, still_sold, quality, strict=False,
+                                 unpublished=partial(unpublished_events, tiny_shop.root / "published.duckdb"))
     tent_events = events.filter(pl.col("product_id") == "C01").height
     assert incremental.rows_checked == 2 + tent_events < full.rows_checked
     assert incremental.interactions.equals(full.interactions)

@@ -98,3 +98,19 @@ def test_no_usable_interactions_is_an_error(inputs):
     (inputs / "interactions.csv").write_text("user_id,product_id,event_type,value,timestamp\n", encoding="utf-8")
     with pytest.raises(InputError, match="no usable interactions"):
         read_event_log(inputs, read_catalog(inputs).products["product_id"])
+
+
+def test_every_timestamp_format_reads_the_instant_it_names(tmp_path):
+    """Whole and fractional seconds, offsets, naive times (UTC) and Unix seconds, mixed in one log."""
+    written = ["2026-02-01T10:00:00Z", "2026-02-01T10:00:00.250Z", "2026-02-01T12:00:00+02:00",
+               "2026-02-01T12:00:00.250+02:00", "2026-02-01 10:00:00", "2026-02-01 10:00:00.250",
+               "2026-02-01T10:00:00", "1769940000"]
+    (tmp_path / "products.csv").write_text(PRODUCTS, encoding="utf-8")
+    (tmp_path / "interactions.csv").write_text(
+        "user_id,product_id,event_type,value,timestamp\n"
+        + "".join(f"U{n},P1,view,1,{stamp}\n" for n, stamp in enumerate(written)), encoding="utf-8")
+    events = read_event_log(tmp_path, pl.Series(["P1"])).interactions.sort("user_id")
+    read = dict(zip(events["user_id"], events["timestamp"].dt.epoch("ms")))
+    whole, quarter = 1769940000000, 1769940000250
+    assert [read[f"U{n}"] for n in range(len(written))] == [whole, quarter, whole, quarter, whole, quarter, whole,
+                                                             whole]
