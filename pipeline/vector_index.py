@@ -185,32 +185,42 @@ def similar_products(index: faiss.Index, vectors: np.ndarray, product_ids: list[
 def similar_products_since(index: faiss.Index, vectors: np.ndarray, product_ids: list[str], k: int,
                            previous: pl.DataFrame, unchanged: np.ndarray) -> pl.DataFrame:
     """`similar_products` brought up to date from `previous` (the published lists) when only some vectors
-    changed (`unchanged[i]`: product i's vector is the one `previous` was found with). A product whose list
-    names a changed or vanished product, or that changed itself, is searched again; every other product keeps
-    its list, merged with the changed products that now come closer (found by scoring those alone)."""
+    changed (`unchanged[i]`: product i's vector is the one `previous` was found with). A product that changed
+    itself, or whose list names a vanished product or loses a changed one that nothing unsearched can be
+    proven not to replace, is searched again; every other product's list keeps its unchanged neighbours,
+    merged with the changed products scored against it alone."""
     ids = pl.Series("product_id", product_ids)
     row_of = pl.DataFrame({"product_id": ids, "row": np.arange(len(ids)), "unchanged": unchanged})
     known = previous.join(row_of, on="product_id").join(
         row_of.rename({"product_id": "similar_product_id", "row": "target", "unchanged": "target_unchanged"}),
         on="similar_product_id", how="left")
     whole = min(k, len(ids) - 1)
-    intact = known.group_by("row").agg(
-        ok=pl.col("unchanged").first() & pl.col("target_unchanged").fill_null(False).all() & (pl.len() >= whole))
-    kept_rows = np.sort(intact.filter("ok")["row"].to_numpy())
-    redo = np.setdiff1d(np.arange(len(ids)), kept_rows)
+    # A list can be brought up to date without a search when its product kept its vector and every product
+    # it names is still there: its unchanged neighbours keep their similarities, and the changed products
+    # are scored against it alone. Every product it did not name ranked below its last neighbour, so the
+    # merged list is exact when its k-th entry still ranks at or above that last neighbour.
+    lists = known.group_by("row").agg(
+        updatable=pl.col("unchanged").first() & pl.col("target").is_not_null().all() & (pl.len() >= whole),
+        last_similarity=pl.col("similarity").sort_by("rank").last(),
+        last_target=pl.col("target").sort_by("rank").last())
+    updatable = np.sort(lists.filter("updatable")["row"].to_numpy())
     changed = np.flatnonzero(~unchanged)
-    if not len(kept_rows) or not len(changed):
-        # Nothing kept can gain a neighbour: the kept lists stand as they are.
-        parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows)))]
-    else:
-        # Exactly, whatever the index's kind (few products changed), as a flat index's lists are scored.
-        scores, found = exact_search(vectors[kept_rows], vectors[changed], min(k, len(changed)))
-        near = pl.DataFrame({"row": np.repeat(kept_rows, found.shape[1]), "target": changed[found.ravel()],
-                             "similarity": scores.ravel().astype(np.float64)})
-        parts = [_as_rows(known.filter(pl.col("row").is_in(kept_rows))), near]
-    merged = pl.concat(parts).sort(["row", "similarity", "target"], descending=[False, True, False])
-    updated = _ranked(merged["row"].to_numpy(), merged["target"].to_numpy(), merged["similarity"].to_numpy(),
+    parts = [_as_rows(known.filter(pl.col("row").is_in(updatable) & pl.col("target_unchanged")))]
+    if len(updatable) and len(changed):
+        scores, found = exact_search(vectors[updatable], vectors[changed], min(k, len(changed)))
+        parts.append(pl.DataFrame({"row": np.repeat(updatable, found.shape[1]), "target": changed[found.ravel()],
+                                   "similarity": scores.ravel().astype(np.float64)}))
+    merged = (pl.concat(parts).sort(["row", "similarity", "target"], descending=[False, True, False])
+              .with_columns(rank=pl.int_range(1, pl.len() + 1).over("row")).filter(pl.col("rank") <= k))
+    tail = merged.group_by("row").agg(entries=pl.len(), similarity=pl.col("similarity").last(),
+                                      target=pl.col("target").last()).join(lists, on="row")
+    exact = tail.filter((pl.col("entries") >= whole) & (
+        (pl.col("similarity") > pl.col("last_similarity"))
+        | ((pl.col("similarity") == pl.col("last_similarity")) & (pl.col("target") <= pl.col("last_target")))))
+    kept = merged.filter(pl.col("row").is_in(exact["row"].implode()))
+    updated = _ranked(kept["row"].to_numpy(), kept["target"].to_numpy(), kept["similarity"].to_numpy(),
                       product_ids, k)
+    redo = np.setdiff1d(np.arange(len(ids)), exact["row"].to_numpy())
     if len(redo):
         updated = pl.concat([updated, similar_products(index, vectors, product_ids, k, rows=redo)])
     return updated.sort("product_id", "rank")

@@ -90,15 +90,17 @@ def test_similar_products_brought_up_to_date_equal_a_full_search(vectors):
     before = similar_products(build_index(vectors), vectors, ids, 10)
 
     now = vectors.copy()
-    edited = rng.choice(len(now), size=30, replace=False)
+    moved = rng.choice(len(now), size=60, replace=False)
+    edited, touched_up = moved[:30], moved[30:]  # rewritten; nudged (most lists naming them keep them)
     now[edited] = now[rng.choice(len(now), size=30)] + 0.2 * rng.normal(size=(30, now.shape[1]))
+    now[touched_up] += 0.01 * rng.normal(size=(30, now.shape[1]))
     now /= np.linalg.norm(now, axis=1, keepdims=True)
-    gone = set(rng.choice(len(now), size=10, replace=False).tolist()) - set(edited.tolist())
+    gone = set(rng.choice(len(now), size=10, replace=False).tolist()) - set(moved.tolist())
     keep = np.array([i for i in range(len(now)) if i not in gone])
     new = rng.normal(size=(5, now.shape[1])).astype(np.float32) + now[:5]
     now_ids = [ids[i] for i in keep] + [f"N{i}" for i in range(5)]
     now = np.vstack([now[keep], new / np.linalg.norm(new, axis=1, keepdims=True)]).astype(np.float32)
-    unchanged = np.array([i not in set(edited.tolist()) for i in keep] + [False] * 5)
+    unchanged = np.array([i not in set(moved.tolist()) for i in keep] + [False] * 5)
 
     index = build_index(now)
     full = similar_products(index, now, now_ids, 10).sort("product_id", "rank")
