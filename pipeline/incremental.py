@@ -27,7 +27,6 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from pipeline.profiles import user_summary
 
 NIGHT_TAG = "shoprec/night"
 """The run tag that says which kind of night a run is: "cold" or "incremental"."""
@@ -100,10 +99,9 @@ def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.
         raise IncrementalError("nothing has been published yet, so there is nothing to bring up to date: run "
                                "the cold `nightly` job first")
     # Times compared as epoch microseconds: the warehouse's time zone need not be the log's.
-    def activity(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.select("user_id", "n_events", pl.col("last_event_at").dt.epoch("us"))
-
-    now, then = activity(user_summary(events)), activity(published.users)
+    now = events.lazy().group_by("user_id").agg(
+        n_events=pl.len().cast(pl.Int64), last_event_at=pl.col("timestamp").max().dt.epoch("us")).collect()
+    then = published.users.select("user_id", "n_events", pl.col("last_event_at").dt.epoch("us"))
     compared = now.join(then, on="user_id", how="full", suffix="_published", coalesce=True)
     changed_users = compared.filter(
         pl.col("n_events").ne_missing(pl.col("n_events_published"))
