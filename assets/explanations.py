@@ -39,7 +39,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
         # are held. "Active" users count from the newest event of the whole log.
         histories = events_of_buckets(context, night_plan.only(interactions))
-        source = FactSource(products, histories, behavior_model.pairs())
+        source = FactSource(products, histories, behavior_model.pairs(ranked=False))
         terms = CatalogTerms(products)
         selection = LlmSelection(interactions, options.llm_top_ranks, options.llm_active_days) if llm else None
         by_provider, card_count = [], 0
