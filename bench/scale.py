@@ -14,7 +14,9 @@ asset reports; "whole run" is the command's wall time and the process's peak RSS
 
 After each cold run, an incremental night (`nightly_incremental`, same Dagster home and warehouse) on the
 shop a day later (`pipeline.synthetic.next_day`: 1% of products changed, 5% of users active; made once under
-.cache/bench/<size>/input_next): its assets, its whole run against the cold one's, and what it recomputed.
+.cache/bench/<size>/input_next; its new product texts dropped from the embedding cache first, so it encodes
+them as a shop's night would): its assets, its whole run and its assets but the embeddings against the cold
+one's, and what it recomputed.
 `--no-incremental` skips it.
 
 Scoring, measured in this process on the run's own profiles and embeddings:
@@ -113,6 +115,23 @@ def next_day_input(name: str, input_dir: Path) -> Path:
         events.write_csv(folder / "interactions.csv")
         stamp.write_text(wanted)
     return folder
+
+
+def forget_changed_texts(input_dir: Path, next_dir: Path) -> None:
+    """Drop the next day's new product texts from the embedding cache, so that the incremental night encodes
+    them as it would in a shop (an earlier bench run left them cached)."""
+    from pipeline.config import ModelConfig
+    from pipeline.embeddings import EmbeddingCache, product_text, text_hash
+    from pipeline.ingest import read_catalog
+
+    before = set(product_text(read_catalog(input_dir).products).to_list())
+    new = [text for text in product_text(read_catalog(next_dir).products).to_list() if text not in before]
+    model = ModelConfig()
+    cache = EmbeddingCache(CACHE / "embeddings.duckdb")
+    try:
+        cache.forget([text_hash(model.embedding_model, text, model.embedding_backend) for text in new])
+    finally:
+        cache.close()
 
 
 def run_nightly(name: str, input_dir: Path, job: str = "nightly") -> tuple[SizeResult, Path]:
@@ -285,8 +304,8 @@ def table(results: list[SizeResult]) -> str:
     for asset in assets:
         row(asset, [r.assets.get(asset, (None, None)) for r in results])
     row("**nightly, excluding embeddings** (sum of assets)",
-        [(sum(s for a, (s, _) in r.assets.items() if a != EMBEDDINGS),
-          max((m for a, (_, m) in r.assets.items() if a != EMBEDDINGS), default=0.0)) for r in results])
+        [(without_embeddings(r), max((m for a, (_, m) in r.assets.items() if a != EMBEDDINGS), default=0.0))
+         for r in results])
     row("whole run (command wall time, process peak)", [(r.run_seconds, r.run_peak_mb) for r in results])
     lines.append("")
     header = ["top-K scoring, every user"] + sizes + [f"growth {a.name}->{b.name}" for a, b in zip(results, results[1:])]
@@ -310,6 +329,11 @@ def table(results: list[SizeResult]) -> str:
     return "\n".join(lines)
 
 
+def without_embeddings(result: SizeResult) -> float:
+    """The sum of a run's asset times but the embeddings' (whose encoding the goals leave out)."""
+    return sum(seconds for asset, (seconds, _) in result.assets.items() if asset != EMBEDDINGS)
+
+
 def incremental_table(results: list[SizeResult]) -> str:
     """The incremental night after each cold one: each asset it ran, its whole run against the cold one's."""
     done = [r for r in results if r.incremental]
@@ -326,6 +350,10 @@ def incremental_table(results: list[SizeResult]) -> str:
             lambda r: f"{r.incremental.run_seconds:,.1f} / {r.incremental.run_peak_mb:,.0f}",
         "share of the cold night's whole run":
             lambda r: f"{100 * r.incremental.run_seconds / r.run_seconds:.1f}% of {r.run_seconds:,.1f} s",
+        "**excluding embeddings** (sum of assets; the cold goal's measure), share of the cold night's":
+            lambda r: f"{without_embeddings(r.incremental):,.1f} s = "
+                      f"{100 * without_embeddings(r.incremental) / without_embeddings(r):.1f}% of "
+                      f"{without_embeddings(r):,.1f} s",
         "users recomputed (events changed; listing a changed product)":
             lambda r: f"{r.plan.get('users_recomputed', 0):,} of {r.users:,} "
                       f"({r.plan.get('users_with_changed_events', 0):,}; "
@@ -353,7 +381,9 @@ def main() -> None:
         result, home = run_nightly(name, input_dir)
         time_scoring(result, home, args.scoring_users)
         if not args.no_incremental:
-            result.incremental, _ = run_nightly(name, next_day_input(name, input_dir), job="nightly_incremental")
+            next_dir = next_day_input(name, input_dir)
+            forget_changed_texts(input_dir, next_dir)
+            result.incremental, _ = run_nightly(name, next_dir, job="nightly_incremental")
             result.plan = plan_figures(home)
         results.append(result)
         print(table(results), flush=True)

@@ -354,6 +354,12 @@ class EmbeddingCache:
         })
         self._con.execute("INSERT OR REPLACE INTO embeddings SELECT text_hash, model, vector FROM batch")
 
+    def forget(self, hashes: list[str]) -> int:
+        """Drop these texts' vectors (the next run encodes them again); returns how many were held."""
+        gone = pl.DataFrame({"text_hash": hashes}, schema={"text_hash": pl.String})  # noqa: F841 (read by DuckDB)
+        return self._con.execute("DELETE FROM embeddings WHERE text_hash IN (SELECT text_hash FROM gone)"
+                                 ).fetchone()[0]
+
     def close(self) -> None:
         self._con.close()
 
