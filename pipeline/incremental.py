@@ -14,7 +14,7 @@ not run) and recomputes, from tonight's inputs, only the users whose lists can h
 
 Everyone else keeps their published rows, which tonight's inputs would reproduce: their events are the same
 and a profile's day-based decay scales all of a user's weights alike, which normalisation removes. What an
-incremental night does not see until the next cold one: a changed or stock_changes product entering the list of
+incremental night does not see until the next cold one: a changed or restocked product entering the list of
 a user who did nothing, behaviour learned from tonight's events, and a better alpha.
 """
 
@@ -116,14 +116,15 @@ def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.
     # Stock changed: out of stock or gone, the product leaves every list (new or back, it is on none).
     stock_changes = versus.filter(stock_changed)["product_id"]
     reworded = versus.filter(text_changed & ~stock_changed)["product_id"]
-    listing_users = listing(stock_changes).alias("user_id") if stock_changes.len() else pl.Series("user_id", [], pl.String)
+    none = pl.Series("user_id", [], pl.String)
+    listing_users = listing(stock_changes).alias("user_id") if stock_changes.len() else none
     if reworded.len():
         rows = cosines(reworded)
         moved = (pl.col("tonight") - pl.col("published")).abs() > text_change_tolerance
         listing_users = pl.concat([listing_users, rows.filter(moved)["user_id"]]).unique()
         reworded_listers = rows["user_id"].unique()
     else:
-        reworded_listers = pl.Series("user_id", [], pl.String)
+        reworded_listers = none
 
     users = pl.concat([changed_users, listing_users]).unique().sort()
     kept = reworded_listers.filter(~reworded_listers.is_in(users.implode()))
