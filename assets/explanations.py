@@ -40,7 +40,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         # are held. "Active" users count from the newest event of the whole log.
         histories = events_of_buckets(context, night_plan.only(interactions))
         source = FactSource(products, histories, behavior_model.pairs(ranked=False))
-        terms = CatalogTerms(products)
+        terms = CatalogTerms(products) if llm else None  # what an LLM's texts are checked against
         selection = LlmSelection(interactions, options.llm_top_ranks, options.llm_active_days) if llm else None
         by_provider, card_count = [], 0
         for bucket in buckets:  # each bucket's texts are written to storage when done (`spilled_buckets`)

@@ -112,13 +112,13 @@ def resolve_llm(options: ExplanationsConfig, environ=os.environ) -> LLMSettings 
 
 
 def write_card_explanations(facts: pl.DataFrame, use_llm: list[bool], llm: LLMSettings | None,
-                            terms: CatalogTerms, cache_path: Path, progress: bool = True,
+                            terms: CatalogTerms | None, cache_path: Path, progress: bool = True,
                             stats: WriteStats | None = None) -> tuple[pl.DataFrame, WriteStats]:
     """The explanations frame of a facts frame (`FactSource.facts`): the template's text for every card, then
     the LLM's where `use_llm` says so and an endpoint is configured (from the cache when it already wrote
-    these facts). Only those cards become `Facts` objects; a card the LLM fails keeps its template row,
-    labelled with why. Pass the same `stats` to calls writing one budget's cards a slice at a time: the
-    budget counts across them."""
+    these facts; `terms`, the catalog's, check its texts: None only without an endpoint). Only those cards
+    become `Facts` objects; a card the LLM fails keeps its template row, labelled with why. Pass the same
+    `stats` to calls writing one budget's cards a slice at a time: the budget counts across them."""
     written, stats = template_explanations(facts), stats or WriteStats()
     if llm is None or not any(use_llm):
         return written, stats
