@@ -4,7 +4,6 @@ per-user tables streamed in from every bucket."""
 from dataclasses import replace
 
 import dagster as dg
-import numpy as np
 import polars as pl
 
 import assets.content
@@ -57,11 +56,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         tables = {
             "products": products,
             "interactions": night_plan.only(interactions),
-            "product_embeddings": pl.DataFrame({
-                "product_id": product_embeddings.product_ids, "text_hash": product_embeddings.text_hashes,
-                # A fixed-size array column straight from numpy (no Python floats).
-                "embedding": pl.Series(np.asarray(product_embeddings.vectors, dtype=np.float32)),
-            }),
+            "product_embeddings": product_embeddings.frame(),
             "similar_products": faiss_index.similar,
             "user_profiles": sorted_parts((profiles.table() for profiles in by_bucket(user_profiles)), ["user_id"]),
             "recommendations": sorted_parts(by_bucket(recommendations), ["user_id", "rank"]),

@@ -185,8 +185,7 @@ def plan_figures(home: Path) -> dict[str, int]:
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         materialization = entry.dagster_event.event_specific_data.materialization
         for key in wanted.get(materialization.asset_key.to_user_string(), ()):
-            if key in materialization.metadata:  # (a night from before the figure existed lacks it)
-                figures[key] = int(materialization.metadata[key].value)
+            figures[key] = int(materialization.metadata[key].value)
     return figures
 
 

@@ -63,11 +63,12 @@ class ProductEmbeddings:
     def cached(self) -> int:
         return len(self.product_ids) - self.encoded
 
-    def frame(self, product_ids: pl.Series) -> pl.DataFrame:
-        """product_id, embedding (a fixed-size float32 array) for `product_ids`, in this table's order."""
-        wanted = pl.Series(self.product_ids).is_in(product_ids.implode()).to_numpy()
-        return pl.DataFrame({"product_id": np.asarray(self.product_ids, dtype=object)[wanted].tolist(),
-                             "embedding": pl.Series(np.asarray(self.vectors[wanted], dtype=np.float32))})
+    def frame(self, product_ids: pl.Series | None = None) -> pl.DataFrame:
+        """product_id, text_hash, embedding (a fixed-size float32 array straight from numpy, no Python floats)
+        for `product_ids` (default: every product), in this table's order."""
+        table = pl.DataFrame({"product_id": self.product_ids, "text_hash": self.text_hashes,
+                              "embedding": pl.Series(np.asarray(self.vectors, dtype=np.float32))})
+        return table if product_ids is None else table.filter(pl.col("product_id").is_in(product_ids.implode()))
 
 
 def product_text(products: pl.DataFrame) -> pl.Series:
