@@ -57,7 +57,9 @@ def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, prod
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
                     unknown_products_dropped=log.unknown_products_dropped,
                     duplicates_dropped=log.duplicates_dropped, ignored_columns=", ".join(log.ignored_columns),
-                    users=events["user_id"].n_unique(), rows_checked=log.rows_checked,
+                    # Distinct 64-bit hashes: 0.6 s against 2.7 s for 20M strings; two of a million users
+                    # share one with odds of about 3e-8.
+                    users=events["user_id"].hash().n_unique(), rows_checked=log.rows_checked,
                     first_event=str(events["timestamp"].min()), last_event=str(events["timestamp"].max()),
                     **quarantined(context, config, log.report))
     yield dg.Output(events, metadata=meta)

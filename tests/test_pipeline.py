@@ -60,6 +60,9 @@ def test_behavioral_signal_wins_at_alpha_one(tiny_shop):
 def test_second_run_encodes_nothing_and_a_changed_product_alone(tiny_shop):
     first = materialize_all(tiny_shop.config_path)
     assert metadata_value(first, "product_embeddings", "encoded") == len(read_table(tiny_shop.warehouse, "products"))
+    # The Dagster UI's user count of the event log is the published log's.
+    published_users = read_table(tiny_shop.warehouse, "interactions")["user_id"].n_unique()
+    assert metadata_value(first, "interactions", "users") == published_users
 
     second = materialize_all(tiny_shop.config_path)
     assert metadata_value(second, "product_embeddings", "encoded") == 0
