@@ -164,7 +164,8 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     # Each copy of a 20-million-event log is gigabytes: what is done with is let go before the next is made.
     rows_read, rows_checked = raw.height, checking.height
     del raw, checking, new_rows
-    known = typed.join(report.quarantine.select("row"), on="row", how="anti").drop("row")
+    quarantined = report.quarantine.select("row")
+    known = (typed if quarantined.is_empty() else typed.join(quarantined, on="row", how="anti")).drop("row")
     del typed
     unknown = report.tolerated
     if unknown:
