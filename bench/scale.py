@@ -118,16 +118,17 @@ def next_day_input(name: str, input_dir: Path) -> Path:
     return folder
 
 
-def forget_changed_texts(input_dir: Path, next_dir: Path) -> None:
+def forget_changed_texts(input_dir: Path, next_dir: Path, home: Path) -> None:
     """Drop the next day's new product texts from the embedding cache, so that the incremental night encodes
-    them as it would in a shop (an earlier bench run left them cached)."""
-    from pipeline.config import ModelConfig
+    them as it would in a shop (an earlier bench run left them cached). Keyed by the model and backend of
+    the runs in `home`'s config (environment overrides included), as the night will look them up."""
+    from pipeline.config import load_settings
     from pipeline.embeddings import EmbeddingCache, product_text, text_hash
     from pipeline.ingest import read_catalog
 
     before = set(product_text(read_catalog(input_dir).products).to_list())
     new = [text for text in product_text(read_catalog(next_dir).products).to_list() if text not in before]
-    model = ModelConfig()
+    model = load_settings(str(home.parent / "config.json")).model
     cache = EmbeddingCache(CACHE / "embeddings.duckdb")
     try:
         cache.forget([text_hash(model.embedding_model, text, model.embedding_backend) for text in new])
@@ -398,7 +399,7 @@ def main() -> None:
         time_scoring(result, home, args.scoring_users)
         if not args.no_incremental:
             next_dir = next_day_input(name, input_dir)
-            forget_changed_texts(input_dir, next_dir)
+            forget_changed_texts(input_dir, next_dir, home)
             result.incremental, _ = run_nightly(name, next_dir, job="nightly_incremental")
             result.plan = plan_figures(home)
         results.append(result)
