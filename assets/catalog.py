@@ -14,10 +14,10 @@ import polars as pl
 from assets.nights import incremental_run
 from assets.reporting import check_result, frame_metadata, quality_check, reported
 from assets.resources import ShopSettings
-from pipeline.ingest import read_catalog, read_event_log
+from pipeline.ingest import read_catalog, read_event_log, read_new_events
 from pipeline.config import Settings
 from pipeline.quality import QualityReport
-from pipeline.warehouse import record_quarantine, unpublished_events
+from pipeline.warehouse import published_log, record_log_read, record_quarantine, unpublished_events
 
 def quarantined(context: dg.AssetExecutionContext, config: Settings, report: QualityReport) -> dict:
     """Write the report's quarantined rows to the warehouse (now, so they stay even if the run stops)."""
@@ -46,15 +46,28 @@ def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> Itera
 @dg.asset(group_name="recommender", kinds={"polars"}, check_specs=[quality_check("interactions")])
 def interactions(context: dg.AssetExecutionContext, settings: ShopSettings, products: pl.DataFrame) -> Iterator:
     """User events from `data.input_dir`, typed and checked; events naming unknown products are counted,
-    quarantined and dropped (up to `quality.max_unknown_product_share`)."""
+    quarantined and dropped (up to `quality.max_unknown_product_share`).
+
+    An incremental night whose log only grew since the published run read it reads just the new rows, and
+    holds just the users they name, each with their whole history (`read: new rows`); otherwise it reads
+    the whole log and checks only the events the warehouse does not already hold (`read: whole log`)."""
     config = settings.get()
     with reported(context) as meta:
-        # An incremental night checks only the events the warehouse does not already hold.
-        log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False,
-                             unpublished=partial(unpublished_events, config.warehouse_path)
-                             if incremental_run(context) else None)
+        log = None
+        if incremental_run(context):
+            published = published_log(config.warehouse_path)
+            if published is not None:
+                log = read_new_events(config.input_dir, products["product_id"], published, config.quality,
+                                      strict=False)
+            if log is None:
+                log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False,
+                                     unpublished=partial(unpublished_events, config.warehouse_path))
+        else:
+            log = read_event_log(config.input_dir, products["product_id"], config.quality, strict=False)
+        record_log_read(config.warehouse_path, context.run_id, str(log.source), log.read)
         events = log.interactions
         meta.update(frame_metadata(events), source=str(log.source), rows_read=log.rows_read,
+                    read="new rows" if log.read.from_row else "whole log", rows_skipped=log.read.from_row,
                     unknown_products_dropped=log.unknown_products_dropped,
                     duplicates_dropped=log.duplicates_dropped, ignored_columns=", ".join(log.ignored_columns),
                     # Distinct 64-bit hashes: 0.6 s against 2.7 s for 20M strings; two of a million users

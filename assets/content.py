@@ -72,9 +72,9 @@ def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, int
     newest event of the whole log, as in one piece."""
     weighting = settings.get().interest_weighting(alpha_sweep.half_life_events)
     with reported(context) as meta:
-        newest = interactions["timestamp"].max()
+        newest = night_plan.newest_in(interactions)
         profiles = {}
-        for bucket, events in events_by_bucket(context, night_plan.only(interactions)).items():
+        for bucket, events in events_by_bucket(context, night_plan.events_of(interactions)).items():
             with bucket_reported(context, bucket) as bucket_meta:
                 profiles[bucket] = build_user_profiles(events, product_embeddings.product_ids,
                                                        product_embeddings.vectors, weighting, as_of=newest)

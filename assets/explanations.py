@@ -38,10 +38,11 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
         # are held. "Active" users count from the newest event of the whole log.
-        histories = events_of_buckets(context, night_plan.only(interactions))
+        histories = events_of_buckets(context, night_plan.events_of(interactions))
         source = FactSource(products, histories, behavior_model.pairs(ranked=False))
         terms = CatalogTerms(products) if llm else None  # what an LLM's texts are checked against
-        selection = LlmSelection(interactions, options.llm_top_ranks, options.llm_active_days) if llm else None
+        selection = (LlmSelection(histories, options.llm_top_ranks, options.llm_active_days,
+                                  newest=night_plan.newest_in(interactions)) if llm else None)
         by_provider, card_count = [], 0
         for bucket in buckets:  # each bucket's texts are written to storage when done (`spilled_buckets`)
             ranked = recommendations[bucket]

@@ -6,6 +6,8 @@ select the evaluation, the alpha sweep or the behavioural model, so Dagster hand
 materializations: the last cold night's.
 """
 
+from functools import partial
+
 import dagster as dg
 import polars as pl
 
@@ -13,7 +15,7 @@ from assets.reporting import reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.incremental import INCREMENTAL, NIGHT_TAG, NightPlan, cold_plan, plan_incremental
-from pipeline.warehouse import listed_cosines, published_state, users_listing
+from pipeline.warehouse import listed_cosines, log_read, published_events, published_state, users_listing
 
 
 def incremental_run(context: dg.AssetExecutionContext) -> bool:
@@ -32,15 +34,21 @@ def night_plan(context: dg.AssetExecutionContext, settings: ShopSettings, produc
     with reported(context) as meta:
         if incremental_run(context):
             warehouse = config.warehouse_path
+            # Did the read that made `interactions` go on from the published run's rows (it then holds only
+            # the users with new rows)?
+            made_by = context.instance.get_latest_materialization_event(dg.AssetKey("interactions"))
+            read = log_read(warehouse, made_by.run_id) if made_by else None
             plan = plan_incremental(products, product_embeddings.text_hashes, interactions,
                                     published_state(warehouse), lambda ids: users_listing(warehouse, ids),
                                     lambda ids: listed_cosines(warehouse, product_embeddings.frame(ids)),
-                                    config.scale.text_change_tolerance)
+                                    config.scale.text_change_tolerance,
+                                    histories=partial(published_events, warehouse) if read and read.from_row else None)
             meta.update({"dagster/row_count": plan.users.len(), "users_recomputed": plan.users.len(),
                          "users_with_changed_events": plan.users_with_changed_events,
                          "users_listing_changed_products": plan.users_listing_changed_products,
                          "users_keeping_reworded_products": plan.users_keeping_reworded_products,
-                         "changed_products": plan.changed_products.len(), "since_run": plan.since_run_id})
+                         "changed_products": plan.changed_products.len(), "since_run": plan.since_run_id,
+                         "events_of_users_recomputed": plan.events.height})
         else:
             plan = cold_plan()
         meta.update(night=plan.kind)

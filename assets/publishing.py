@@ -55,7 +55,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         # bucket's rows are held: at a million users, all of them at once would be several GB.
         tables = {
             "products": products,
-            "interactions": night_plan.only(interactions),
+            "interactions": night_plan.events_of(interactions),
             "product_embeddings": product_embeddings.frame(),
             "similar_products": faiss_index.similar,
             "user_profiles": sorted_parts((profiles.table() for profiles in by_bucket(user_profiles)), ["user_id"]),

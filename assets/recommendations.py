@@ -39,7 +39,7 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
         def checked_buckets():
             """Each bucket's lists, made, stored (`spilled_buckets`: one bucket's lists held at a time) and
             handed to the check with the bucket's events."""
-            events = events_bucket_by_bucket(context, night_plan.only(interactions))
+            events = events_bucket_by_bucket(context, night_plan.events_of(interactions))
             for bucket, bucket_events in events:
                 with bucket_reported(context, bucket) as bucket_meta:
                     profiles = user_profiles[bucket]  # one bucket's profiles read at a time

@@ -13,6 +13,7 @@ import json
 import re
 import string
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import polars as pl
 
@@ -549,11 +550,13 @@ def llm_selection(recommendations: pl.DataFrame, interactions: pl.DataFrame, top
 class LlmSelection:
     """`llm_selection` for many slices of lists against one event log: who is active is found once."""
 
-    def __init__(self, interactions: pl.DataFrame, top_ranks: int, active_days: int):
+    def __init__(self, interactions: pl.DataFrame, top_ranks: int, active_days: int, newest: datetime | None = None):
+        """`interactions`: the events of the users whose lists are given (or more); `newest`: the newest event
+        of the whole log, which activity counts back from (default: the newest of `interactions`)."""
         self.top_ranks = top_ranks
         self.active = None
         if active_days:
-            newest = interactions["timestamp"].max()
+            newest = interactions["timestamp"].max() if newest is None else newest
             self.active = (interactions.group_by("user_id").agg(pl.col("timestamp").max())
                            .filter((pl.lit(newest) - pl.col("timestamp")).dt.total_days() <= active_days)
                            .select("user_id", active=pl.lit(True)))

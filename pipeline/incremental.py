@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import polars as pl
 
@@ -56,6 +56,28 @@ class PublishedState:
 
 
 @dataclass(frozen=True)
+class LogRead:
+    """What a run read of an event log: its first `bytes` bytes (SHA-256 `sha256`), `rows` data rows."""
+
+    bytes: int
+    rows: int
+    sha256: str
+    from_row: int = 0
+    """Rows the run took as published and did not read again (0: it read the whole log)."""
+
+
+@dataclass(frozen=True)
+class PublishedLog:
+    """The published run's read of the event log, with what an incremental night needs to go on from it."""
+
+    read: LogRead
+    products: pl.Series
+    """The products the published run knew (if one left the catalog, its events must leave the log)."""
+    histories: Callable[[pl.Series], pl.DataFrame]
+    """The published events of the users given (user_id, product_id, event_type, value, timestamp)."""
+
+
+@dataclass(frozen=True)
 class NightPlan:
     """Tonight's kind and, on an incremental night, the users whose rows are made again."""
 
@@ -72,16 +94,23 @@ class NightPlan:
     """Users whose list names a product with a new text that moved its cosine with them by no more than the
     tolerance, and who are recomputed for no other reason: their lists are kept."""
     since_run_id: str | None = None
+    events: pl.DataFrame | None = None
+    """Tonight's users' events, each user's whole history (None on a cold night: every user's are the log)."""
+    newest_event: datetime | None = None
+    """The newest event of the whole log (None on a cold night: the log's own)."""
 
     @property
     def incremental(self) -> bool:
         return self.kind == INCREMENTAL
 
-    def only(self, frame: pl.DataFrame, column: str = "user_id") -> pl.DataFrame:
-        """The rows of `frame` that belong to tonight's users (all of them on a cold night)."""
-        if self.users is None:
-            return frame
-        return frame.filter(pl.col(column).is_in(self.users.implode()))
+    def events_of(self, interactions: pl.DataFrame) -> pl.DataFrame:
+        """The events of tonight's users: on a cold night `interactions`, the whole log."""
+        return interactions if self.events is None else self.events
+
+    def newest_in(self, interactions: pl.DataFrame) -> datetime:
+        """The newest event of the whole log, which ages count from (on an incremental night `interactions`
+        may hold only the users with new events)."""
+        return interactions["timestamp"].max() if self.newest_event is None else self.newest_event
 
 
 def cold_plan() -> NightPlan:
@@ -90,11 +119,16 @@ def cold_plan() -> NightPlan:
 
 def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.DataFrame,
                      published: PublishedState | None, listing: Callable[[pl.Series], pl.Series],
-                     cosines: Callable[[pl.Series], pl.DataFrame], text_change_tolerance: float) -> NightPlan:
+                     cosines: Callable[[pl.Series], pl.DataFrame], text_change_tolerance: float,
+                     histories: Callable[[pl.Series], pl.DataFrame] | None = None) -> NightPlan:
     """Compare tonight's inputs with the published run. `listing(product_ids)` returns the users whose
     published list names any of those products; `cosines(product_ids)` returns the published list rows that
     name them (user_id, product_id) with the cosine they were ranked by (`published`) and the cosine of the
-    user's profile with the product's vector tonight (`tonight`)."""
+    user's profile with the product's vector tonight (`tonight`).
+
+    `events` is the whole log, or, when tonight's log was read on from where the published run stopped
+    (`pipeline.ingest.read_new_events`), only the users with new rows, each with their whole history; then
+    `histories(user_ids)` gives the published events of other users the plan recomputes."""
     if published is None:
         raise IncrementalError("nothing has been published yet, so there is nothing to bring up to date: run "
                                "the cold `nightly` job first")
@@ -102,7 +136,10 @@ def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.
     now = events.lazy().group_by("user_id").agg(
         n_events=pl.len().cast(pl.Int64), last_event_at=pl.col("timestamp").max().dt.epoch("us")).collect()
     then = published.users.select("user_id", "n_events", pl.col("last_event_at").dt.epoch("us"))
-    compared = now.join(then, on="user_id", how="full", suffix="_published", coalesce=True)
+    # A log read whole shows every user, so a published user missing from it is gone; a log read on from
+    # the published run's rows shows only the users with new rows, the others' events being as published.
+    compared = now.join(then, on="user_id", how="full" if histories is None else "left", suffix="_published",
+                        coalesce=True)
     changed_users = compared.filter(
         pl.col("n_events").ne_missing(pl.col("n_events_published"))
         | pl.col("last_event_at").ne_missing(pl.col("last_event_at_published")))["user_id"]
@@ -128,10 +165,19 @@ def plan_incremental(products: pl.DataFrame, text_hashes: list[str], events: pl.
 
     users = pl.concat([changed_users, listing_users]).unique().sort()
     kept = reworded_listers.filter(~reworded_listers.is_in(users.implode()))
+    tonights = events.filter(pl.col("user_id").is_in(users.implode()))
+    newest = events["timestamp"].max()
+    if histories is not None:
+        held = users.filter(~users.is_in(events["user_id"].implode()))
+        if held.len():
+            tonights = pl.concat([tonights, histories(held).select(events.columns)])
+        before = published.users["last_event_at"].max()  # the published log's newest event, in its time zone
+        newest = max((t.astimezone(timezone.utc) for t in (newest, before) if t is not None), default=None)
     return NightPlan(kind=INCREMENTAL, users=users, changed_products=changed_products,
                      users_with_changed_events=changed_users.len(),
                      users_listing_changed_products=listing_users.len(),
-                     users_keeping_reworded_products=kept.len(), since_run_id=published.run_id)
+                     users_keeping_reworded_products=kept.len(), since_run_id=published.run_id,
+                     events=tonights, newest_event=newest)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import logging
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.config import QualityConfig
+from pipeline.incremental import LogRead, PublishedLog
 from pipeline.quality import (
     OLDER_VERSION_RULE, QualityReport, assess, empty_quarantine, interactions_suite, products_suite,
     quarantine_rows,
@@ -100,6 +102,8 @@ class EventLog:
     ignored_columns: list[str]
     rows_checked: int = 0
     """Rows the checks ran over: all of them, or on an incremental night those not published before."""
+    read: LogRead | None = None
+    """What was read of the file, for the next night to find where to go on from."""
 
 
 def find_input(input_dir: Path, stem: str) -> Path:
@@ -151,7 +155,10 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     published; only these, and rows naming a product the catalog no longer has, go through the checks again."""
     quality = quality or QualityConfig()
     path = find_input(input_dir, "interactions")
-    raw, ignored = _read_as_text(path, INTERACTION_COLUMNS)
+    data = _read_bytes(path)
+    read = LogRead(bytes=len(data), rows=0, sha256=hashlib.sha256(data).hexdigest())
+    raw, ignored = _read_as_text(path, INTERACTION_COLUMNS, data)
+    del data
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
     named = typed["product_id"].drop_nulls().unique()
     unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
@@ -164,24 +171,102 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     # Each copy of a 20-million-event log is gigabytes: what is done with is let go before the next is made.
     rows_read, rows_checked = raw.height, checking.height
     del raw, checking, new_rows
-    quarantined = report.quarantine.select("row")
-    known = (typed if quarantined.is_empty() else typed.join(quarantined, on="row", how="anti")).drop("row")
+    known = _without(typed, report)
     del typed
-    unknown = report.tolerated
-    if unknown:
-        log.warning("%s: %d interactions name products not in the catalog; quarantined", path, unknown)
-    # In time order (then user, product, type, value: a total order, so runs agree), exact repeats dropped:
-    # sorted, a repeat is its predecessor's twin (20M events: 2.2 s, against 7.0 s hashing every row first).
-    ordered = known.sort(EVENT_ORDER)
-    repeat = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).shift(1)) for c in EVENT_ORDER)
-    interactions = ordered.filter(~repeat)
-    del ordered
+    interactions = _in_order_without_repeats(known)
     events = EventLog(interactions=interactions, source=path, rows_read=rows_read,
-                      unknown_products_dropped=unknown, duplicates_dropped=known.height - interactions.height,
-                      report=report, ignored_columns=ignored, rows_checked=rows_checked)
+                      unknown_products_dropped=_warn_unknown(report, path),
+                      duplicates_dropped=known.height - interactions.height, report=report,
+                      ignored_columns=ignored, rows_checked=rows_checked,
+                      read=dataclasses.replace(read, rows=rows_read))
     if strict:
         ensure_passed(report, path)
     return events
+
+
+def read_new_events(input_dir: Path, known_products: pl.Series, published: PublishedLog,
+                    quality: QualityConfig | None = None, now: datetime | None = None,
+                    strict: bool = True) -> EventLog | None:
+    """An incremental night's events when the log only grew since the published run read it (its first
+    `published.read.bytes` bytes are the ones that run read, ending a line, and no product it knew has left
+    the catalog): only the rows after those are read, typed and checked, and the result holds just the
+    users those rows name, each with their whole history (their published events and the new ones, exact
+    repeats dropped). None when the log changed otherwise (rewritten, reordered, shortened), or is not a
+    CSV or JSON Lines file that can grow: read it whole with `read_event_log`.
+
+    The published rows stay as the published run kept them: its quarantined rows stay out."""
+    quality = quality or QualityConfig()
+    path = find_input(input_dir, "interactions")
+    before = published.read
+    if (path.suffix not in (".csv", ".jsonl") or not published.products.is_in(known_products.implode()).all()
+            or path.stat().st_size < before.bytes):
+        return None
+    with open(path, "rb") as file:
+        digest = hashlib.sha256()
+        remaining = before.bytes
+        last = b""
+        while remaining:  # the prefix hashed in pieces: the log is a gigabyte
+            piece = file.read(min(remaining, 64 * 2**20))
+            if not piece:
+                return None
+            digest.update(piece)
+            remaining -= len(piece)
+            last = piece[-1:]
+        if digest.copy().hexdigest() != before.sha256 or last != b"\n":
+            return None
+        tail = file.read()
+        digest.update(tail)  # tonight's read: the prefix and the new rows
+        file.seek(0)
+        header = file.readline() if path.suffix == ".csv" else b""
+    if tail.strip():
+        raw, ignored = _read_as_text(path, INTERACTION_COLUMNS, header + tail, first_row=before.rows + 1)
+    else:  # nothing new tonight
+        raw, ignored = _text_frame(pl.DataFrame(schema={c: pl.String for c in INTERACTION_COLUMNS}),
+                                   INTERACTION_COLUMNS, 1), []
+    typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
+    named = typed["product_id"].drop_nulls().unique()
+    unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
+    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc), whole_log=False)
+    report = assess(suite, typed, raw, path, quality, prior=unparsed, rows_read=before.rows + raw.height)
+    new = _without(typed, report)
+    histories = pl.concat([published.histories(new["user_id"].unique()).select(new.columns), new]) \
+        if new.height else new
+    interactions = _in_order_without_repeats(histories)
+    events = EventLog(interactions=interactions, source=path, rows_read=before.rows + raw.height,
+                      unknown_products_dropped=_warn_unknown(report, path),
+                      duplicates_dropped=histories.height - interactions.height, report=report,
+                      ignored_columns=ignored, rows_checked=raw.height,
+                      read=LogRead(bytes=before.bytes + len(tail), rows=before.rows + raw.height,
+                                   sha256=digest.hexdigest(), from_row=before.rows))
+    if strict:
+        ensure_passed(report, path)
+    return events
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.stat().st_size == 0:
+        raise InputError(path, "the file is empty (0 bytes)")
+    return path.read_bytes()
+
+
+def _without(typed: pl.DataFrame, report: QualityReport) -> pl.DataFrame:
+    """The typed events less the report's quarantined rows, without their `row`."""
+    quarantined = report.quarantine.select("row")
+    return (typed if quarantined.is_empty() else typed.join(quarantined, on="row", how="anti")).drop("row")
+
+
+def _in_order_without_repeats(events: pl.DataFrame) -> pl.DataFrame:
+    """In time order (then user, product, type, value: a total order, so runs agree), exact repeats dropped:
+    sorted, a repeat is its predecessor's twin (20M events: 2.2 s, against 7.0 s hashing every row first)."""
+    ordered = events.sort(EVENT_ORDER)
+    repeat = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).shift(1)) for c in EVENT_ORDER)
+    return ordered.filter(~repeat)
+
+
+def _warn_unknown(report: QualityReport, path: Path) -> int:
+    if report.tolerated:
+        log.warning("%s: %d interactions name products not in the catalog; quarantined", path, report.tolerated)
+    return report.tolerated
 
 
 def ensure_passed(report: QualityReport, path: Path) -> None:
@@ -192,18 +277,21 @@ def ensure_passed(report: QualityReport, path: Path) -> None:
         raise InputError(path, first.text + more, column=first.column, row=first.row)
 
 
-def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.DataFrame, list[str]]:
+def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]], data: bytes | None = None,
+                  first_row: int = 1) -> tuple[pl.DataFrame, list[str]]:
     """Read every known column as text (lists joined with '|') so parsing and its errors are ours; also the
-    names of the unknown columns, which are ignored."""
-    if path.stat().st_size == 0:
+    names of the unknown columns, which are ignored. `data`: the file's bytes, already read (or, for a log
+    read from where the published run stopped, its header and the rows after, the first being `first_row`)."""
+    if data is None and path.stat().st_size == 0:
         raise InputError(path, "the file is empty (0 bytes)")
+    source = path if data is None else data
     try:
         if path.suffix == ".csv":
-            frame = pl.read_csv(path, infer_schema=False, encoding="utf8")
+            frame = pl.read_csv(source, infer_schema=False, encoding="utf8")
         elif path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
+            frame = pl.read_parquet(source)
         else:
-            frame = pl.read_ndjson(path, infer_schema_length=None)
+            frame = pl.read_ndjson(source, infer_schema_length=None)
     except Exception as exc:  # polars raises several types; the person needs the file, the row and the reason
         if path.suffix == ".csv":
             raise _diagnose_csv(path) from exc
@@ -217,6 +305,12 @@ def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.
     extra = [c for c in frame.columns if c not in columns]
     if extra:
         log.info("%s: ignoring unknown column(s) %s", path, ", ".join(extra))
+    return _text_frame(frame, columns, first_row), extra
+
+
+def _text_frame(frame: pl.DataFrame, columns: dict[str, tuple[str, bool]], first_row: int) -> pl.DataFrame:
+    """`frame`'s known columns as text, absent optional ones filled with their default, and each data row's
+    number (`row`, from `first_row`)."""
     as_text = []
     for column in columns:
         if column not in frame.columns:
@@ -226,8 +320,7 @@ def _read_as_text(path: Path, columns: dict[str, tuple[str, bool]]) -> tuple[pl.
         else:
             as_text.append(pl.col(column).cast(pl.String).alias(column))
     # Data rows are numbered from 1; in a CSV that is the line number minus one (the header).
-    rows = frame.select(as_text).with_row_index("row", offset=1).with_columns(pl.col("row").cast(pl.Int64))
-    return rows, extra
+    return frame.select(as_text).with_row_index("row", offset=first_row).with_columns(pl.col("row").cast(pl.Int64))
 
 
 def _diagnose_csv(path: Path) -> InputError:

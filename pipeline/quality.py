@@ -255,12 +255,13 @@ def _validate_chunk(frame: pl.DataFrame, suite: Suite) -> tuple[list[Outcome], d
 
 
 def assess(suite: Suite, frame: pl.DataFrame, raw: pl.DataFrame, source: Path | str, config: QualityConfig,
-           prior: pl.DataFrame | None = None) -> QualityReport:
+           prior: pl.DataFrame | None = None, rows_read: int | None = None) -> QualityReport:
     """Validate `frame`, quarantine the rows it flags (after `prior`: rows already set aside, such as values
     that did not parse), and decide. The data may go on when every table-level expectation holds and the
     quarantined share is within `quality.max_quarantine_share` (rows of "drop" rules, such as events for
-    unknown products, within `quality.max_unknown_product_share` instead)."""
-    rows_read = raw.height
+    unknown products, within `quality.max_unknown_product_share` instead). Shares are of `rows_read`: the
+    input's rows (default: `raw`'s; a log read on from where the published run stopped has more)."""
+    rows_read = raw.height if rows_read is None else rows_read
     outcomes, effects = validate(frame, suite)
     parts = [prior] if prior is not None else []
     problems = []

@@ -225,3 +225,83 @@ def test_a_quiet_night_recomputes_nobody_and_keeps_every_row(tiny_shop):
     assert set(after["run_id"]) == {cold.run_id}
     runs = read_table(tiny_shop.warehouse, "runs").sort("finished_at")
     assert runs["night"].to_list() == [COLD, INCREMENTAL] and runs["users_recomputed"][1] == 0
+
+
+def test_a_log_that_only_grew_is_read_on_from_the_published_rows(nights):
+    """The tiny shop's log got four rows appended: the incremental night reads those, and what it publishes
+    is what reading the whole log gives."""
+    from pipeline.ingest import read_event_log
+
+    assert metadata_value(nights.incremental, "interactions", "read") == "new rows"
+    assert metadata_value(nights.incremental, "interactions", "rows_skipped") == \
+        metadata_value(nights.cold, "interactions", "rows_read")
+    catalog = pl.read_csv(nights.shop.input_dir / "products.csv")["product_id"]
+    whole = read_event_log(nights.shop.input_dir, catalog).interactions
+    columns = ["user_id", "product_id", "event_type", "value", "timestamp"]
+    published = read_table(nights.shop.warehouse, "interactions").select(columns).with_columns(
+        pl.col("timestamp").dt.convert_time_zone("UTC"))
+    assert published.sort(columns).equals(whole.sort(columns))
+
+
+def test_reading_on_from_the_published_rows_finds_what_a_whole_read_finds(tiny_shop):
+    """Appended rows (a bad one, a repeat of a published event, a new user's) read on from the published
+    run's bytes give those users the histories, quarantine and counts a whole read gives; a bad row the
+    published run quarantined stays out. A log changed anywhere in its published bytes, or a catalog that
+    lost a product, is read whole."""
+    from pipeline.config import QualityConfig
+    from pipeline.incremental import PublishedLog
+    from pipeline.ingest import read_event_log, read_new_events
+
+    log_path = tiny_shop.input_dir / "interactions.csv"
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"U_ONE,T06,view,not-a-number,{NEW_DAY}\n")  # quarantined by the published run
+    catalog = pl.read_csv(tiny_shop.input_dir / "products.csv")["product_id"]
+    quality = QualityConfig(max_quarantine_share=0.5)
+    cold = read_event_log(tiny_shop.input_dir, catalog, quality)
+    assert cold.report.quarantine.height == 1
+    published = PublishedLog(read=cold.read, products=catalog,
+                             histories=lambda users: cold.interactions.filter(pl.col("user_id").is_in(users.implode())))
+    repeat = cold.interactions.filter(pl.col("user_id") == "U_COOK").row(0, named=True)
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(f"U_COOK,K03,view,1.0,{NEW_DAY}\n")
+        log.write(f"U_COOK,{repeat['product_id']},{repeat['event_type']},{repeat['value']},"
+                  f"{repeat['timestamp']:%Y-%m-%dT%H:%M:%SZ}\n")
+        log.write(f"U_NEW,K03,teleport,1.0,{NEW_DAY}\n")
+        log.write(f"U_NEW,K04,view,1.0,{NEW_DAY}\n")
+
+    grown = read_new_events(tiny_shop.input_dir, catalog, published, quality)
+    whole = read_event_log(tiny_shop.input_dir, catalog, quality)
+    assert grown.read.from_row == cold.rows_read and grown.rows_checked == 4
+    assert (grown.rows_read, grown.read.bytes, grown.read.sha256) == \
+        (whole.rows_read, whole.read.bytes, whole.read.sha256)  # the next night reads on from here
+    users = ["U_COOK", "U_NEW"]
+    assert grown.interactions.equals(whole.interactions.filter(pl.col("user_id").is_in(users)))
+    assert grown.duplicates_dropped == 1
+    teleport = grown.report.quarantine.filter(pl.col("column") == "event_type")
+    assert teleport["row"].to_list() == whole.report.quarantine.filter(pl.col("column") == "event_type")["row"].to_list()
+    assert grown.report.quarantine.height == 1  # the published run's bad row is not reported again
+
+    text = log_path.read_text(encoding="utf-8")
+    log_path.write_text(text.replace("U_TRAIL", "U_TRAIN", 1), encoding="utf-8")
+    assert read_new_events(tiny_shop.input_dir, catalog, published, quality) is None
+    log_path.write_text(text, encoding="utf-8")
+    assert read_new_events(tiny_shop.input_dir, catalog.filter(catalog != "C01"), published, quality) is None
+
+
+def test_only_the_changed_products_rows_are_replaced(nights):
+    """The catalog tables after an incremental night hold tonight's catalog, and only the products whose rows
+    changed carry the incremental run's id; the rest keep the cold night's rows."""
+    from pipeline.ingest import read_catalog
+
+    products = read_table(nights.shop.warehouse, "products")
+    tonight = read_catalog(nights.shop.input_dir).products
+    assert products.drop("run_id", "computed_at").sort("product_id").with_columns(
+        pl.col("updated_at").dt.convert_time_zone("UTC")).equals(tonight.sort("product_id"))
+    changed = {OUT_OF_STOCK, REWORDED, TOUCHED_UP}
+    by_run = products.group_by("run_id").agg("product_id")
+    replaced = dict(zip(by_run["run_id"], by_run["product_id"].to_list()))
+    assert set(replaced[nights.incremental.run_id]) == changed
+    assert set(replaced[nights.cold.run_id]) == set(tonight["product_id"]) - changed
+    embeddings = read_table(nights.shop.warehouse, "product_embeddings")
+    assert set(embeddings.filter(pl.col("run_id") == nights.incremental.run_id)["product_id"]) == {REWORDED, TOUCHED_UP}
+    assert embeddings.height == tonight.height
