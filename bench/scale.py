@@ -181,7 +181,8 @@ def plan_figures(home: Path) -> dict[str, int]:
     instance = dg.DagsterInstance.from_config(str(home))
     run = instance.get_runs(dg.RunsFilter(job_name="nightly_incremental"), limit=1)[0]
     wanted = {"night_plan": ("users_recomputed", "users_with_changed_events", "users_listing_changed_products",
-                             "users_keeping_reworded_products", "changed_products"), EMBEDDINGS: ("encoded",)}
+                             "users_keeping_reworded_products", "changed_products"), EMBEDDINGS: ("encoded",),
+              "interactions": ("rows_skipped", "rows_checked")}
     figures = {}
     for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
         materialization = entry.dagster_event.event_specific_data.materialization
@@ -378,6 +379,8 @@ def incremental_table(results: list[SizeResult]) -> str:
         "users kept though a listed product's text changed (cosine moved <= scale.text_change_tolerance)":
             lambda r: f"{r.plan.get('users_keeping_reworded_products', 0):,}",
         "products changed / encoded": lambda r: f"{r.plan.get('changed_products', 0):,} / {r.plan.get('encoded', 0):,}",
+        "event rows taken as published / read and checked (0 taken: the whole log read)":
+            lambda r: f"{r.plan.get('rows_skipped', 0):,} / {r.plan.get('rows_checked', 0):,}",
     }
     for label, cell in rows.items():
         lines.append("| " + " | ".join([label, *(cell(r) for r in done)]) + " |")
