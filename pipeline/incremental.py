@@ -16,6 +16,10 @@ Everyone else keeps their published rows, which tonight's inputs would reproduce
 and a profile's day-based decay scales all of a user's weights alike, which normalisation removes. What an
 incremental night does not see until the next cold one: a changed or restocked product entering the list of
 a user who did nothing, behaviour learned from tonight's events, and a better alpha.
+
+An event log that only grew since the published run read it (`LogRead`, `PublishedLog`) is read on from
+there: tonight's events are then those of the users with new rows, and the plan brings the recomputed users'
+whole histories (`NightPlan.events`).
 """
 
 from __future__ import annotations
