@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from assets.nights import require_whole_log
 from assets.reporting import frame_metadata, reported
 from assets.resources import ShopSettings
 from pipeline.behavior import ItemCooccurrence
@@ -18,6 +19,7 @@ def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, pr
     config = settings.get()
     model = config.model
     with reported(context) as meta:
+        require_whole_log(context, config.warehouse_path)
         weighting = config.interest_weighting(alpha_sweep.half_life_events)
         matrix = interaction_matrix(interactions, products["product_id"].to_list(), weighting)
         fitted = ItemCooccurrence(neighbors_per_item=model.neighbors_per_item).fit(

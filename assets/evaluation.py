@@ -5,6 +5,7 @@ import base64
 import dagster as dg
 import polars as pl
 
+from assets.nights import require_whole_log
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings
@@ -20,6 +21,7 @@ def evaluation(context: dg.AssetExecutionContext, settings: ShopSettings, intera
     full-ranking and sampled Hit/NDCG/Recall/MRR at 5/10/20, coverage and popularity, 95% bootstrap intervals."""
     config = settings.get()
     with reported(context) as meta:
+        require_whole_log(context, config.warehouse_path)
         result = evaluate(interactions, product_embeddings.product_ids, product_embeddings.vectors,
                           scoring_settings(config), evaluation_settings(config))
         test = result.metrics.filter((pl.col("split") == "test") & (pl.col("k") == 10)

@@ -7,6 +7,7 @@ materializations: the last cold night's.
 """
 
 from functools import partial
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -14,13 +15,32 @@ import polars as pl
 from assets.reporting import reported
 from assets.resources import ShopSettings
 from pipeline.embeddings import ProductEmbeddings
-from pipeline.incremental import INCREMENTAL, NIGHT_TAG, NightPlan, cold_plan, plan_incremental
+from pipeline.incremental import (INCREMENTAL, NIGHT_TAG, IncrementalError, LogRead, NightPlan, cold_plan,
+                                  plan_incremental)
 from pipeline.warehouse import listed_cosines, log_read, published_events, published_state, users_listing
 
 
 def incremental_run(context: dg.AssetExecutionContext) -> bool:
     """Whether this run is an incremental night (its `shoprec/night` tag)."""
     return context.run.tags.get(NIGHT_TAG) == INCREMENTAL
+
+
+def interactions_read(context: dg.AssetExecutionContext, warehouse: Path) -> LogRead | None:
+    """What the run that made the stored `interactions` read of the event log (None if it recorded nothing):
+    with `from_row`, it read on from the published run's rows and holds only the users with new rows."""
+    made_by = context.instance.get_latest_materialization_event(dg.AssetKey("interactions"))
+    return log_read(warehouse, made_by.run_id) if made_by else None
+
+
+def require_whole_log(context: dg.AssetExecutionContext, warehouse: Path) -> None:
+    """Refuse to fit, evaluate or publish as a whole log the `interactions` an incremental night read on from
+    the published rows (only the users with new events): a cold night reads the log again first."""
+    read = interactions_read(context, warehouse)
+    if read is not None and read.from_row:
+        raise IncrementalError(
+            "the stored interactions hold only the users with new events (an incremental night read the log on "
+            f"from row {read.from_row:,}), not the whole log: materialize `interactions` in this run too (the "
+            "cold `nightly` job does)")
 
 
 @dg.asset(group_name="recommender", kinds={"polars"})
@@ -34,10 +54,7 @@ def night_plan(context: dg.AssetExecutionContext, settings: ShopSettings, produc
     with reported(context) as meta:
         if incremental_run(context):
             warehouse = config.warehouse_path
-            # Did the read that made `interactions` go on from the published run's rows (it then holds only
-            # the users with new rows)?
-            made_by = context.instance.get_latest_materialization_event(dg.AssetKey("interactions"))
-            read = log_read(warehouse, made_by.run_id) if made_by else None
+            read = interactions_read(context, warehouse)
             plan = plan_incremental(products, product_embeddings.text_hashes, interactions,
                                     published_state(warehouse), lambda ids: users_listing(warehouse, ids),
                                     lambda ids: listed_cosines(warehouse, product_embeddings.frame(ids)),

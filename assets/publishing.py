@@ -10,6 +10,7 @@ import assets.content
 import assets.explanations
 import assets.recommendations
 from assets.buckets import USER_BUCKETS, buckets_out_of_step, by_bucket, sorted_parts
+from assets.nights import require_whole_log
 from assets.reporting import fault_point, reported
 from assets.resources import ShopSettings
 from assets.runs import run_record
@@ -43,6 +44,8 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                 "the user buckets do not all come from the shared results being published, so nothing is "
                 "published: " + "; ".join(out_of_step[:6]) + (" …" if len(out_of_step) > 6 else "")
                 + ". Run the nightly job, or every nightly_buckets run again after nightly_shared.")
+        if not night_plan.incremental:  # a cold night publishes the log whole
+            require_whole_log(context, config.warehouse_path)
         spent = {"calls": 0, "tokens": 0}
 
         def explanation_frames():

@@ -305,3 +305,17 @@ def test_only_the_changed_products_rows_are_replaced(nights):
     embeddings = read_table(nights.shop.warehouse, "product_embeddings")
     assert set(embeddings.filter(pl.col("run_id") == nights.incremental.run_id)["product_id"]) == {REWORDED, TOUCHED_UP}
     assert embeddings.height == tonight.height
+
+
+def test_a_cold_step_refuses_the_events_an_incremental_night_read_on(nights):
+    """After an incremental night the stored `interactions` hold only the users with new events: fitting the
+    behavioural model on them alone (as materializing it by hand in the UI would) is refused, saying why."""
+    from assets.definitions import defs
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    with mock.patch.dict(os.environ, {"SHOPREC_CONFIG": str(nights.shop.config_path)}):
+        alone = job.execute_in_process(instance=nights.instance, raise_on_error=False,
+                                       asset_selection=[dg.AssetKey("behavior_model")])
+    assert not alone.success
+    failure = next(e for e in alone.all_events if e.is_step_failure)
+    assert "only the users with new events" in failure.step_failure_data.error.to_string()
