@@ -160,8 +160,7 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     raw, ignored = _read_as_text(path, INTERACTION_COLUMNS, data)
     del data
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
-    named = typed["product_id"].drop_nulls().unique()
-    unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
+    unknown_ids = _unknown_products(typed, known_products)
     new_rows = None if unpublished is None or typed.is_empty() else unpublished(typed)
     checking = typed if new_rows is None else typed.filter(
         pl.col("row").is_in(new_rows.implode()) | pl.col("product_id").is_in(unknown_ids))
@@ -224,8 +223,7 @@ def read_new_events(input_dir: Path, known_products: pl.Series, published: Publi
         raw, ignored = _text_frame(pl.DataFrame(schema={c: pl.String for c in INTERACTION_COLUMNS}),
                                    INTERACTION_COLUMNS, 1), []
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
-    named = typed["product_id"].drop_nulls().unique()
-    unknown_ids = named.filter(~named.is_in(known_products.implode())).sort().to_list()
+    unknown_ids = _unknown_products(typed, known_products)
     suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc), whole_log=False)
     report = assess(suite, typed, raw, path, quality, prior=unparsed, rows_read=before.rows + raw.height)
     new = _without(typed, report)
@@ -247,6 +245,12 @@ def _read_bytes(path: Path) -> bytes:
     if path.stat().st_size == 0:
         raise InputError(path, "the file is empty (0 bytes)")
     return path.read_bytes()
+
+
+def _unknown_products(typed: pl.DataFrame, known_products: pl.Series) -> list[str]:
+    """The product ids the events name that the catalog does not have, sorted."""
+    named = typed["product_id"].drop_nulls().unique()
+    return named.filter(~named.is_in(known_products.implode())).sort().to_list()
 
 
 def _without(typed: pl.DataFrame, report: QualityReport) -> pl.DataFrame:

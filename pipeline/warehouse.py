@@ -270,33 +270,33 @@ def record_failed_run(path: Path, run: RunRecord) -> None:
 def record_quarantine(path: Path, run_id: str, source: str, rows: pl.DataFrame) -> None:
     """Replace run `run_id`'s quarantined rows of input `source` with `rows` (source, row, rule, column,
     value, record); nothing published is touched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    try:
-        ddl = ", ".join(f'"{c}" {t}' for c, t in QUARANTINE_COLUMNS.items())
-        con.execute("BEGIN TRANSACTION")
-        con.execute(f"CREATE TABLE IF NOT EXISTS quarantine ({ddl})")
-        con.execute("DELETE FROM quarantine WHERE run_id = ? AND source = ?", [run_id, source])
+    with _run_rows(path, "quarantine", QUARANTINE_COLUMNS, "run_id = ? AND source = ?", [run_id, source]) as con:
         if rows.height:
             con.register("incoming", rows.select("source", "row", "rule", "column", "value", "record").to_arrow())
             con.execute("INSERT INTO quarantine SELECT *, ?, now() FROM incoming", [run_id])
             con.unregister("incoming")
-        con.execute("COMMIT")
-    finally:
-        con.close()
 
 
 def record_log_read(path: Path, run_id: str, source: str, read: LogRead) -> None:
     """Record (or replace) what run `run_id` read of the event log `source`; nothing published is touched."""
+    with _run_rows(path, "event_log_reads", LOG_READS_COLUMNS, "run_id = ?", [run_id]) as con:
+        con.execute("INSERT INTO event_log_reads VALUES (?, ?, ?, ?, ?, ?, now())",
+                    [run_id, source, read.bytes, read.rows, read.sha256, read.from_row])
+
+
+@contextmanager
+def _run_rows(path: Path, table: str, columns: dict[str, str], where: str,
+              parameters: list) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A transaction on a table that runs append to as they go (created if missing), with the rows matching
+    `where` (a run's earlier rows) deleted: the caller inserts their replacements. Committed on leaving."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
-        ddl = ", ".join(f'"{c}" {t}' for c, t in LOG_READS_COLUMNS.items())
+        ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
         con.execute("BEGIN TRANSACTION")
-        con.execute(f"CREATE TABLE IF NOT EXISTS event_log_reads ({ddl})")
-        con.execute("DELETE FROM event_log_reads WHERE run_id = ?", [run_id])
-        con.execute("INSERT INTO event_log_reads VALUES (?, ?, ?, ?, ?, ?, now())",
-                    [run_id, source, read.bytes, read.rows, read.sha256, read.from_row])
+        con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({ddl})')
+        con.execute(f'DELETE FROM "{table}" WHERE {where}', parameters)
+        yield con
         con.execute("COMMIT")
     finally:
         con.close()
@@ -308,12 +308,17 @@ def log_read(path: Path, run_id: str) -> LogRead | None:
         return None
     con = connect_readonly(path)
     try:
+        return _log_read(con, run_id)
+    finally:
+        con.close()
+
+
+def _log_read(con: duckdb.DuckDBPyConnection, run_id: str) -> LogRead | None:
+    try:
         row = con.execute("SELECT bytes, rows, sha256, from_row FROM event_log_reads WHERE run_id = ?",
                           [run_id]).fetchone()
     except duckdb.CatalogException:  # a warehouse from before reads were recorded
         return None
-    finally:
-        con.close()
     return LogRead(*row) if row else None
 
 
@@ -326,15 +331,11 @@ def published_log(path: Path) -> PublishedLog | None:
         if published is None:
             return None
         con, run = published
-        try:
-            row = con.execute("SELECT bytes, rows, sha256, from_row FROM event_log_reads WHERE run_id = ?",
-                              [run["run_id"]]).fetchone()
-        except duckdb.CatalogException:
-            return None
-        if row is None:
+        read = _log_read(con, run["run_id"])
+        if read is None:
             return None
         products = con.execute("SELECT product_id FROM products").pl()["product_id"]
-    return PublishedLog(read=LogRead(*row), products=products, histories=partial(published_events, path))
+    return PublishedLog(read=read, products=products, histories=partial(published_events, path))
 
 
 def published_events(path: Path, user_ids: pl.Series) -> pl.DataFrame:
