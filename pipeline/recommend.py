@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.behavior import ItemCooccurrence
+from pipeline.order import best_columns, best_first
 from pipeline.parallel import in_parallel
 from pipeline.profiles import InteractionMatrix
 from pipeline.sparse import SparseLookup
@@ -150,14 +151,13 @@ class _BlockScorer:
         candidates, cosine = merge_candidates(content_rows, cosine_found, behavior_rows,
                                                self.profiles[rows], self.item_vectors)
         valid = candidates >= 0
-        safe = np.maximum(candidates, 0)
         content_score = scale_content(cosine, valid)
-        behavior_score = scale_behavior(raw.get(local, safe), valid)
+        behavior_score = scale_behavior(raw.get(local, candidates), valid)
         score = np.where(valid, fuse_scores(content_score, behavior_score, settings.alpha), -np.inf)
 
-        k = min(settings.top_k, score.shape[1])
-        # Highest score first; ties go to the lower product row so runs are reproducible.
-        order = np.lexsort((safe, -score), axis=1)[:, :k]
+        # Highest score first; ties go to the lower product row (candidates come in product order, so the
+        # lower column) so runs are reproducible.
+        order = best_columns(score, min(settings.top_k, score.shape[1]))
         top = np.take_along_axis(candidates, order, axis=1)
         chosen_valid = np.take_along_axis(valid, order, axis=1)
         u_idx, r_idx = np.nonzero(chosen_valid)
@@ -210,17 +210,18 @@ def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: Spar
     history, w = SparseLookup(weights).strongest_per_row(EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
     users, k, h = len(top), top.shape[1], history.shape[1]
     present = (top >= 0)[:, :, None] & (history >= 0)[:, None, :]  # users x K x H
-    safe_history, safe_top = np.maximum(history, 0), np.maximum(top, 0)
-    cosine = inner_products(item_vectors[safe_top.ravel()], item_vectors,
-                            np.repeat(safe_history, k, axis=0)).reshape(users, k, h)
+    # Cosines and similarities for each user's real history items only (pads are most of the H slots).
+    at_user, at_slot = np.nonzero(history >= 0)
+    items = history[at_user, at_slot]
+    cosine, similar = np.zeros((2, users, k, h), dtype=np.float32)
+    cosine[at_user, :, at_slot] = inner_products(item_vectors[items], item_vectors, top[at_user])
+    similar[at_user, :, at_slot] = similarity.get(items[:, None], top[at_user])
     content = np.where(present, w[:, None, :] * cosine, 0.0)
-    behavioral = np.where(present, w[:, None, :] * similarity.get(safe_history[:, None, :], safe_top[:, :, None]), 0.0)
+    behavioral = np.where(present, w[:, None, :] * similar, 0.0)
     mixed = (1 - alpha) * _share(content) + alpha * _share(behavioral)
-    mixed = np.where(present, mixed, -np.inf)
-    tie = np.broadcast_to(np.where(history >= 0, history, np.iinfo(np.int64).max)[:, None, :], mixed.shape)
-    order = np.lexsort((tie, -mixed), axis=2)[:, :, :EVIDENCE_ITEMS]
-    best = np.take_along_axis(np.broadcast_to(history[:, None, :], mixed.shape), order, axis=2)
-    return np.where(np.take_along_axis(mixed, order, axis=2) > 0, best, -1)
+    mixed, best = best_first(np.where(present, mixed, -np.inf), np.broadcast_to(history[:, None, :], mixed.shape),
+                             EVIDENCE_ITEMS)
+    return np.where(mixed > 0, best, -1)
 
 
 def _share(values: np.ndarray) -> np.ndarray:

@@ -39,6 +39,16 @@ def test_exact_scoring_in_tiles_finds_what_a_flat_search_finds(vectors, tile):
     assert np.all(np.diff(scores, axis=1) <= 0)  # best first
 
 
+def test_exact_scoring_breaks_ties_to_the_lower_row_even_at_the_cut(vectors):
+    # Every product twice (a catalog's duplicate listings): each pair ties, and the cut falls inside pairs.
+    twice = np.vstack([vectors[:400], vectors[:400]])
+    scores, rows = top_inner_products(vectors[400:450], twice, 7, tile=64)
+    exact = np.float32(vectors[400:450]) @ twice.T
+    expected = np.lexsort((np.broadcast_to(np.arange(800), exact.shape), -exact), axis=1)[:, :7]
+    assert np.array_equal(rows, expected)
+    assert np.array_equal(scores, np.take_along_axis(exact, expected, axis=1))
+
+
 def test_exact_scoring_pads_when_asked_for_more_than_there_are(vectors):
     scores, rows = top_inner_products(vectors[:5], vectors[:30], 40, tile=8)
     assert sorted(rows[0, :30]) == list(range(30)) and np.all(rows[:, 30:] == -1)
