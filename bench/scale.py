@@ -259,8 +259,10 @@ def time_scoring(result: SizeResult, home: Path, sample: int, top_k: int = 10) -
 
     def product(first: int, users: int, tile: int = 8192) -> None:
         block = vectors[first:first + users]
+        out = np.empty((len(block), tile), dtype=np.float32)  # reused, as ours reuses its own
         for start in range(0, len(items), tile):
-            block @ items[start:start + tile].T
+            part = items[start:start + tile].T
+            np.matmul(block, part, out=out if part.shape[1] == tile else None)
 
     def ceiling() -> None:
         for first in range(0, take, 4096):

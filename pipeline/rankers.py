@@ -123,18 +123,18 @@ class HybridRanker:
         profiles = profile_vectors(self.matrix_.weights[rows], self.item_vectors_)
         purchased = SparseLookup(self.matrix_.purchased[rows])
         local = np.arange(len(rows))[:, None]
-        deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
-        cosine_found, found = top_inner_products(profiles, self.item_vectors_, n + deepest)
-        usable = (found >= 0) & (purchased.get(local, found) == 0)
-        content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
         raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
         behavior_rows = raw.top_per_row(n, excluded=purchased)
-        columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, profiles,
-                                           self.item_vectors_)
+        deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
+        cosine_found, found, behavior_cosine = top_inner_products(profiles, self.item_vectors_, n + deepest,
+                                                                  at=behavior_rows)
+        usable = (found >= 0) & (purchased.get(local, found) == 0)
+        content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
+        columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, behavior_cosine)
         valid = columns >= 0
         low = np.where(valid, cosine, np.inf).min(axis=1)
         span = np.where(valid, cosine, -np.inf).max(axis=1) - low
-        raw_at_pool = np.maximum(raw.get(local, np.maximum(columns, 0)), 0.0)
+        raw_at_pool = np.maximum(raw.get(local, columns), 0.0)
         high = np.where(valid, raw_at_pool, 0.0).max(axis=1)
         pool_rows = np.broadcast_to(local, columns.shape)[valid]
         in_pool = SparseLookup(sp.csr_matrix((np.ones(valid.sum(), dtype=np.float32), (pool_rows, columns[valid])),

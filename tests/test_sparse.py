@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.sparse import SparseLookup, top_entries
+from pipeline.sparse import SparseLookup, strongest_entries, top_entries
 
 
 def reference(rows: np.ndarray, values: np.ndarray, columns: np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -33,7 +33,11 @@ def test_each_row_keeps_exactly_its_n_largest_with_ties_to_the_lower_column(leng
     columns = np.concatenate([rng.choice(width, size=length, replace=False) for length in lengths]).astype(np.int64)
     values = rng.integers(0, levels, size=len(rows)) / levels
     kept = top_entries(rows, values, columns, width, n)
-    assert [(int(rows[i]), int(columns[i])) for i in kept] == reference(rows, values, columns, n)
+    expected = reference(rows, values, columns, n)
+    assert [(int(rows[i]), int(columns[i])) for i in kept] == expected
+    found_rows, found_columns, found_values = strongest_entries(rows, values, columns, width, n)
+    assert list(zip(found_rows.tolist(), found_columns.tolist())) == expected
+    assert np.array_equal(found_values, values[kept].astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
