@@ -38,7 +38,7 @@ class SparseLookup:
         wanted = rows.ravel()[at_column].astype(np.int64) * self.width + columns.ravel()[at_column]
         if len(self.keys) and len(wanted):
             if not (wanted[1:] >= wanted[:-1]).all():
-                order = ascending_order(wanted, int(self.width) * self.matrix.shape[0])
+                order = _ascending_order(wanted, int(self.width) * self.matrix.shape[0])
                 at_column, wanted = at_column[order], wanted[order]
             at = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
             hit = self.keys[at] == wanted
@@ -193,7 +193,7 @@ def _sorted_float32(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[sp.csr_mat
     return result, keys
 
 
-def ascending_order(keys: np.ndarray, bound: int) -> np.ndarray:
+def _ascending_order(keys: np.ndarray, bound: int) -> np.ndarray:
     """The permutation sorting non-negative `keys` (all below `bound`): one numpy sort of the keys packed
     with their positions when both fit in 63 bits (numpy's integer sort is vectorised; its argsort is 3x
     slower, measured), else a stable argsort."""

@@ -49,6 +49,18 @@ def test_exact_scoring_breaks_ties_to_the_lower_row_even_at_the_cut(vectors):
     assert np.array_equal(scores, np.take_along_axis(exact, expected, axis=1))
 
 
+@pytest.mark.parametrize("tile", [64, 5000])
+def test_exact_scoring_also_scores_the_rows_asked_for(vectors, tile):
+    # Candidates found elsewhere (the behavioural ones), scored from the same tiles as they pass.
+    rng = np.random.default_rng(4)
+    queries = vectors[rng.integers(len(vectors), size=(50, 2))].sum(axis=1)
+    wanted = rng.integers(-1, len(vectors), size=(50, 30))  # -1 pads
+    _, _, scores = top_inner_products(queries, vectors, 20, tile=tile, at=wanted)
+    exact = np.take_along_axis(np.float32(queries) @ vectors.T, np.maximum(wanted, 0), axis=1)
+    assert np.allclose(scores, np.where(wanted >= 0, exact, 0.0), atol=1e-5)
+    assert np.all(scores[wanted < 0] == 0.0)
+
+
 def test_exact_scoring_pads_when_asked_for_more_than_there_are(vectors):
     scores, rows = top_inner_products(vectors[:5], vectors[:30], 40, tile=8)
     assert sorted(rows[0, :30]) == list(range(30)) and np.all(rows[:, 30:] == -1)
