@@ -5,7 +5,8 @@ product row or a column, below 2**31; -1 pads) in the low half, so the smaller w
 numpy's integer sorts and partitions (vectorised, AVX-512 where the CPU has it) then order by score
 descending, then label, and the scores and labels come back out of the words with no gather. On a scoring
 block's 1,024 x 230 candidates this took 3 ms where a two-key `np.lexsort` and its gathers took 51 ms
-(measured).
+(measured). Words can also order by an integer key and carry a float32 beside it (`carrying`), so that a sort
+by key brings the values along.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ def pack(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def unpack(words: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(scores, labels) of packed words."""
-    return worst_score(words), (words & _LOW).astype(np.uint32).view(np.int32).astype(np.int64)
+    return scores_of(words), (words & _LOW).astype(np.uint32).view(np.int32).astype(np.int64)
 
 
-def worst_score(words: np.ndarray) -> np.ndarray:
-    """The scores of packed words (named for its use on each row's largest word: the row's worst score)."""
+def scores_of(words: np.ndarray) -> np.ndarray:
+    """The scores of packed words."""
     ordered = ~(np.asarray(words) >> 32).astype(np.int32)
     return (ordered ^ ((ordered >> 31) & _MAGNITUDE)).view(np.float32)
 
@@ -45,6 +46,18 @@ def best_first(scores: np.ndarray, labels: np.ndarray, k: int | None = None) -> 
         words = np.partition(words, k - 1, axis=-1)[..., :k] if k > 0 else words[..., :0]
     words.sort(axis=-1)
     return unpack(words)
+
+
+def carrying(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Words that sort as the non-negative `keys` (below 2**31) do, each carrying its float32 value in its low
+    half (read back by `carried`)."""
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.int64)
+    return (np.asarray(keys).astype(np.int64) << 32) | bits
+
+
+def carried(words: np.ndarray) -> np.ndarray:
+    """The float32 values `carrying` put in words."""
+    return (words & _LOW).astype(np.uint32).view(np.float32)
 
 
 def best_columns(scores: np.ndarray, k: int) -> np.ndarray:

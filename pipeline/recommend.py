@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.behavior import ItemCooccurrence
-from pipeline.order import WORST, best_columns, best_first
+from pipeline.order import WORST, best_columns, best_first, carried, carrying
 from pipeline.parallel import in_parallel
 from pipeline.profiles import InteractionMatrix
 from pipeline.sparse import SparseLookup
@@ -198,14 +198,13 @@ def merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behav
     # integer sort orders each row by product, a content candidate before the same behavioural one (its
     # cosine is the search's), pads last, and carries the cosines along (5x an argsort and its gathers).
     source = np.arange(rows.shape[1]) >= content_rows.shape[1]
-    words = np.where(rows >= 0, ((rows * 2 + source) << 32) | cosine.view(np.uint32).astype(np.int64), WORST)
+    words = np.where(rows >= 0, carrying(rows * 2 + source, cosine), WORST)
     words.sort(axis=1)
     rows = np.where(words == WORST, -1, words >> 33)
     repeat = np.zeros_like(rows, dtype=bool)
     repeat[:, 1:] = rows[:, 1:] == rows[:, :-1]
     rows = np.where(repeat, -1, rows)
-    cosine = (words & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
-    return rows, np.where(rows >= 0, cosine, 0.0)
+    return rows, np.where(rows >= 0, carried(words), 0.0)
 
 
 def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: SparseLookup, top: np.ndarray,

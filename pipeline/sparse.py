@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from pipeline.order import carried, carrying
+
 
 class SparseLookup:
     """A CSR matrix's entries, sorted by (row, column) and keyed `row * width + column` for lookups."""
@@ -105,8 +107,7 @@ def strongest_entries(rows: np.ndarray, values: np.ndarray, columns: np.ndarray,
     for chunk in _ranking_chunks(rows, values, columns, width, n):
         words = np.sort(chunk.words)
         words = words[chunk.ranks(words) < n]
-        found.append((chunk.rows_of(words), words & chunk.column_mask,
-                      (0xFFFFFFFF - ((words >> chunk.column_bits) & 0xFFFFFFFF)).astype(np.uint32).view(np.float32)))
+        found.append((chunk.rows_of(words), words & chunk.column_mask, chunk.values_of(words)))
     if not found:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     return tuple(np.concatenate(parts) for parts in zip(*found))
@@ -130,6 +131,9 @@ class _RankingChunk:
 
     def rows_of(self, words: np.ndarray) -> np.ndarray:
         return (words >> (32 + self.column_bits)) + self.first_row
+
+    def values_of(self, words: np.ndarray) -> np.ndarray:
+        return (0xFFFFFFFF - ((words >> self.column_bits) & 0xFFFFFFFF)).astype(np.uint32).view(np.float32)
 
     def ranks(self, sorted_words: np.ndarray) -> np.ndarray:
         """Each sorted key's rank within its row (0: the largest)."""
@@ -183,12 +187,11 @@ def _sorted_float32(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[sp.csr_mat
     """`matrix` with each row's columns in order, and its keys: one numpy sort of 64-bit words packing each
     entry's key (high half) and its value's bits (low half), 3x faster than scipy's `sort_indices` on a block's
     behavioural scores (1.35 million entries: 24 ms against 74, measured)."""
-    words = ((rows * matrix.shape[1] + matrix.indices) << 32) | matrix.data.view(np.uint32).astype(np.int64)
+    words = carrying(rows * matrix.shape[1] + matrix.indices, matrix.data)
     words.sort()
     keys = words >> 32
-    data = (words & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
     indices = (keys - rows * matrix.shape[1]).astype(matrix.indices.dtype)
-    result = sp.csr_matrix((data, indices, matrix.indptr), shape=matrix.shape)
+    result = sp.csr_matrix((carried(words), indices, matrix.indptr), shape=matrix.shape)
     result.has_sorted_indices = True
     return result, keys
 

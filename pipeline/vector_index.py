@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 import polars as pl
 
-from pipeline.order import WORST, pack, unpack, worst_score
+from pipeline.order import WORST, pack, scores_of, unpack
 from pipeline.parallel import in_parallel
 from pipeline.sparse import position_in_row
 
@@ -120,7 +120,7 @@ def top_inner_products(queries: np.ndarray, vectors: np.ndarray, k: int, tile: i
             waiting.append((rows, pack(scores.ravel()[above], columns + start)))
             if start == 0 or sum(len(rows) for rows, _ in waiting) >= n_queries * keep:
                 kept = _merged(kept, waiting, keep)
-                threshold = worst_score(kept.max(axis=1, keepdims=True))
+                threshold = scores_of(kept.max(axis=1, keepdims=True))  # each query's worst kept
                 waiting = []
         kept = _merged(kept, waiting, keep)
     kept.sort(axis=1)
