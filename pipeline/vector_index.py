@@ -82,7 +82,12 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 def top_inner_products(queries: np.ndarray, vectors: np.ndarray, k: int, tile: int = SCORING_TILE,
                        at: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Each query's `k` largest inner products with `vectors`, exactly: (scores, rows), best first (equal
-    scores by row); -inf and -1 pad when there are fewer than `k` vectors. What a flat index's search finds,
+    scores by row); -inf and -1 pad when there are fewer than `k` vectors.
+
+    The tie rule holds for equal computed float32 scores. The BLAS kernel (AVX-512 or AVX2, the position of a
+    row within its tile) may round the product of one vector stored at two rows differently in the last bits,
+    so duplicate listings tie only when their computed scores are equal; which copy ranks first is otherwise
+    the kernel's rounding, never promised. What a flat index's search finds,
     but in plain numpy, which releases the GIL, so threads scoring separate blocks of queries run in parallel
     (FAISS's search holds it: two threads searching took as long as one, measured).
 
