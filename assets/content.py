@@ -68,16 +68,15 @@ def user_profiles(context: dg.AssetExecutionContext, settings: ShopSettings, int
                   night_plan: NightPlan) -> dg.Output[dict]:
     """Each user's content profile: the mean of their products' embeddings, weighted by event type
     (purchase > cart > view) and recency (in days, and in events as chosen by `alpha_sweep`), for each
-    bucket of users the run does (on an incremental night, only the plan's users). Ages count from the
-    newest event of the whole log, as in one piece."""
+    bucket of users the run does (on an incremental night, only the plan's users). Ages count from each
+    user's own latest event, so a bucket's profiles are what the whole log gives."""
     weighting = settings.get().interest_weighting(alpha_sweep.half_life_events)
     with reported(context) as meta:
-        newest = night_plan.newest_in(interactions)
         profiles = {}
         for bucket, events in events_by_bucket(context, night_plan.events_of(interactions)).items():
             with bucket_reported(context, bucket) as bucket_meta:
                 profiles[bucket] = build_user_profiles(events, product_embeddings.product_ids,
-                                                       product_embeddings.vectors, weighting, as_of=newest)
+                                                       product_embeddings.vectors, weighting)
                 bucket_meta.update(frame_metadata(profiles[bucket].summary),
                                    users=len(profiles[bucket].matrix.user_ids),
                                    user_product_pairs=profiles[bucket].matrix.weights.nnz)

@@ -44,7 +44,7 @@ class ModelConfig:
     event_weights: dict = field(default_factory=lambda: {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0})
     """Weight of each event type in profiles and co-occurrence; a rating's weight is scaled by (stars - 2.5)."""
     recency_half_life_days: float = 30.0
-    """An event this many days older than the newest event counts half."""
+    """An event this many days older than the same user's latest event counts half."""
     recency_half_life_events: float | str = "auto"
     """A user's event this many events back counts half; 0 switches sequence recency off; "auto" takes the
     value the nightly evaluation picks on validation from `evaluation.half_life_events_grid`."""

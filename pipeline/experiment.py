@@ -233,9 +233,9 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     train = split.train
     if fitted is not None and not baselines:
         # The behavioural model and the products' popularity come from an earlier run on this split: only
-        # the evaluated users' rows are read (ages still count from the split's newest event).
+        # the evaluated users' rows are read (ages count from each user's own latest event).
         train = train.filter(pl.col("user_id").is_in(split.targets["user_id"].unique()))
-    matrix = interaction_matrix(train, product_ids, scoring.weighting, as_of=split.train["timestamp"].max())
+    matrix = interaction_matrix(train, product_ids, scoring.weighting)
     position = {u: i for i, u in enumerate(matrix.user_ids)}
     item_position = {p: i for i, p in enumerate(product_ids)}
     users = split.targets["user_id"].unique(maintain_order=True).to_list()

@@ -12,8 +12,8 @@ not run) and recomputes, from tonight's inputs, only the users whose lists can h
   appended to a long description moves it by thousandths, and those lists are kept until the next cold
   night, their published scores and explanation for that product from its earlier text).
 
-Everyone else keeps their published rows, which tonight's inputs would reproduce: their events are the same
-and a profile's day-based decay scales all of a user's weights alike, which normalisation removes. What an
+Everyone else keeps their published rows, which tonight's inputs would reproduce: their events are the same,
+and a user's weights count ages from their own latest event, so they depend on nothing else. What an
 incremental night does not see until the next cold one: a changed or restocked product entering the list of
 a user who did nothing, behaviour learned from tonight's events, and a better alpha.
 
@@ -112,8 +112,8 @@ class NightPlan:
         return interactions if self.events is None else self.events
 
     def newest_in(self, interactions: pl.DataFrame) -> datetime:
-        """The newest event of the whole log, which ages count from (on an incremental night `interactions`
-        may hold only the users with new events)."""
+        """The newest event of the whole log, which "active" users count from (on an incremental night
+        `interactions` may hold only the users with new events)."""
         return interactions["timestamp"].max() if self.newest_event is None else self.newest_event
 
 

@@ -1,21 +1,28 @@
 """Users' interest: each event weighted by its type and its age, and a content profile per user.
 
-An event of type t at age a (days before the newest event in the log) that is the user's n-th most recent
-event (n = 0 for the latest) weighs `event_weights[t] * 0.5 ** (a / half_life_days) * 0.5 ** (n / half_life_events)`;
-a rating's weight is further scaled by (stars - 2.5), so a bad rating pulls away. A user's weights per
-product are summed and floored at zero.
+An event of type t at age a (days before the same user's latest event) that is the user's n-th most recent
+event (n = 0 for the latest) weighs `event_weights[t] * max(0.5 ** (a / half_life_days) * 0.5 ** (n / half_life_events),
+DECAY_FLOOR)`; a rating's weight is further scaled by (stars - 2.5), so a bad rating pulls away. A user's weights
+per product are summed and floored at zero.
+
+Ages count from the user's own latest event, not the log's: the decay's job is to rank a user's events
+against each other, and a user last seen years before the log ends keeps their whole history (counted from
+the log's end, every weight of such a user underflowed to zero in float32: no profile, no behavioural score,
+the same lowest-numbered products for all of them). It also makes a user's weights depend on their own
+events alone, whatever slice of the log (a bucket, an evaluation window, an incremental night) holds them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
 RATING_MIDPOINT = 2.5
+DECAY_FLOOR = 2.0 ** -20
+"""The least an event's recency counts (20 half-lives): an old event still marks its product as engaged
+instead of vanishing into float32's zero."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,7 @@ class InterestWeighting:
 
     event_weights: dict
     half_life_days: float = 30.0
-    """Wall-clock recency: an event this many days older than the log's newest counts half."""
+    """Wall-clock recency: an event this many days older than the user's latest counts half."""
     half_life_events: float | None = None
     """Sequence recency: the user's event this many events back counts half (None: off). Sessions and
     logs without real time (only an order) are better served by this than by days."""
@@ -63,29 +70,26 @@ class UserProfiles:
 
 
 def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item_vectors: np.ndarray,
-                        weighting: InterestWeighting, as_of: datetime | None = None) -> UserProfiles:
-    matrix = interaction_matrix(interactions, product_ids, weighting, as_of)
+                        weighting: InterestWeighting) -> UserProfiles:
+    matrix = interaction_matrix(interactions, product_ids, weighting)
     return UserProfiles(matrix=matrix, vectors=user_profiles(matrix, item_vectors),
                         summary=user_summary(interactions))
 
 
-def _weighted_pairs(interactions: pl.DataFrame, weighting: InterestWeighting,
-                    as_of: datetime | None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+def _weighted_pairs(interactions: pl.DataFrame,
+                    weighting: InterestWeighting) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """One row per (user, product) logged: the summed, recency-decayed weight of its events, floored at zero,
     and whether it was purchased; sorted by user then product. Users and products are integer codes numbered
     in id order, returned beside the rows (the user ids, the product ids): grouping on two integers instead
-    of two strings halves the time at 20M events (measured).
-
-    Ages count back from `as_of`, by default the newest event in `interactions`; a slice of the log (one
-    bucket of users) passes the whole log's newest, so each user's weights do not depend on the slice."""
-    newest = interactions["timestamp"].max() if as_of is None else as_of
+    of two strings halves the time at 20M events (measured). Ages count back from each user's latest event."""
     type_weight = pl.col("event_type").replace_strict(weighting.event_weights, return_dtype=pl.Float64)
     rating_scale = pl.when(pl.col("event_type") == "rating").then(pl.col("value") - RATING_MIDPOINT).otherwise(1.0)
-    age_days = (pl.lit(newest) - pl.col("timestamp")).dt.total_seconds() / 86400.0
-    decay = pl.lit(0.5).pow(age_days / weighting.half_life_days)
+    age_days = (pl.col("timestamp").max().over("user_id") - pl.col("timestamp")).dt.total_seconds() / 86400.0
+    half_lives = age_days / weighting.half_life_days
     if weighting.half_life_events:
         back = pl.col("timestamp").rank("ordinal", descending=True).over("user_id") - 1
-        decay = decay * pl.lit(0.5).pow(back / weighting.half_life_events)
+        half_lives = half_lives + back / weighting.half_life_events
+    decay = pl.lit(0.5).pow(half_lives.clip(upper_bound=-np.log2(DECAY_FLOOR)))
     users = interactions.get_column("user_id").unique().sort()
     products = interactions.get_column("product_id").unique().sort()
     pairs = (
@@ -104,8 +108,8 @@ def _weighted_pairs(interactions: pl.DataFrame, weighting: InterestWeighting,
 
 
 def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
-                       weighting: InterestWeighting, as_of: datetime | None = None) -> InteractionMatrix:
-    pairs, users, products = _weighted_pairs(interactions, weighting, as_of)
+                       weighting: InterestWeighting) -> InteractionMatrix:
+    pairs, users, products = _weighted_pairs(interactions, weighting)
     # Each logged product's catalog column; events on products outside `product_ids` are left out.
     column_of = (pl.DataFrame({"product_id": products})
                  .join(pl.DataFrame({"product_id": product_ids, "column": np.arange(len(product_ids))}),

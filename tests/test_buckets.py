@@ -103,7 +103,7 @@ def test_lists_made_bucket_by_bucket_are_the_lists_made_in_one_piece(seed, n_use
     options = RecommendationSettings(alpha=0.3, top_k=5, candidates=n_items)
 
     def lists(part: pl.DataFrame) -> pl.DataFrame:
-        profiles = build_user_profiles(part, product_ids, vectors, weighting, as_of=events["timestamp"].max())
+        profiles = build_user_profiles(part, product_ids, vectors, weighting)
         return recommend(profiles.matrix, profiles.vectors, vectors, index, behavior, in_stock, options,
                          progress=False)
 
