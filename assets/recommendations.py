@@ -49,7 +49,7 @@ def recommendations(context: dg.AssetExecutionContext, settings: ShopSettings, p
                     bucket_meta.update(_list_metadata(ranked, products, model.top_k))
                 yield ranked, bucket_events
 
-        report = check_recommendations(checked_buckets(), products, model.top_k)
+        report = check_recommendations(checked_buckets(), products, model.top_k, tuple(model.exclude_events))
         # Step-wide metadata goes on every partition's materialization (a bucket's own keys win there).
         meta.update(buckets=len(lists), hybrid_alpha=alpha_sweep.alpha, alpha_source=alpha_sweep.source,
                     top_k=model.top_k)

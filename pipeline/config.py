@@ -43,6 +43,11 @@ class ModelConfig:
     """Nearest neighbours published per product."""
     event_weights: dict = field(default_factory=lambda: {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0})
     """Weight of each event type in profiles and co-occurrence; a rating's weight is scaled by (stars - 2.5)."""
+    exclude_events: list = field(default_factory=lambda: ["purchase", "rating"])
+    """A product a user has an event of one of these types with is never recommended to them, and is never
+    an evaluation target for them after it: what they bought, and what they rated (one rates what one has
+    bought, watched or read). A catalog of films or books, where every event is a consumption, lists every
+    type; a shop of consumables that wants repurchases recommended lists none ([])."""
     recency_half_life_days: float = 30.0
     """An event this many days older than the same user's latest event counts half."""
     recency_half_life_events: float | str = "auto"
@@ -61,8 +66,8 @@ class EvaluationConfig:
     """Share of events (by time) in the validation window, just before the test window."""
     test_fraction: float = 0.1
     """Share of events (by time) in the test window, at the end."""
-    target_events: list = field(default_factory=lambda: ["purchase", "cart"])
-    """Event types whose products count as targets."""
+    target_events: list = field(default_factory=lambda: ["purchase", "cart", "rating"])
+    """Event types whose products count as targets (a rating is a consumption: a ratings log's only one)."""
     sampled_negatives: int = 100
     bootstrap_resamples: int = 500
     cold_user_events: int = 5
@@ -229,7 +234,8 @@ class Settings:
             half_life = chosen_half_life_events
         return InterestWeighting(event_weights=self.model.event_weights,
                                  half_life_days=self.model.recency_half_life_days,
-                                 half_life_events=half_life or None)
+                                 half_life_events=half_life or None,
+                                 excluded_events=tuple(self.model.exclude_events))
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: _section_dict(getattr(self, f.name)) for f in fields(self) if f.name != "base_dir"}
@@ -333,6 +339,8 @@ def _validate(settings: Settings) -> None:
         ("evaluation.test_fraction", 0 < evaluation.test_fraction < 0.5, "must be in (0, 0.5)"),
         ("evaluation.target_events", bool(evaluation.target_events)
          and set(evaluation.target_events) <= {"view", "cart", "purchase", "rating"}, "must list event types"),
+        ("model.exclude_events", set(model.exclude_events) <= {"view", "cart", "purchase", "rating"},
+         "must list event types (view, cart, purchase, rating), or be empty"),
         ("evaluation.sampled_negatives", evaluation.sampled_negatives >= 1, "must be at least 1"),
         ("evaluation.bootstrap_resamples", evaluation.bootstrap_resamples >= 10, "must be at least 10"),
         ("evaluation.gate_max_ndcg_drop", 0 <= evaluation.gate_max_ndcg_drop <= 1, "must be in [0, 1]"),

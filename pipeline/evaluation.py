@@ -5,8 +5,9 @@ Protocols:
   Nobody's future reaches training, unlike a per-user split.
 - `leave_last_out`: each user's last target event is the test target, the one before it the validation
   target; training is everything earlier (other users' later events included, as in most papers).
-Targets are the purchases and carts (config) in the window, minus products the user had already purchased
-before the cut-off (those are never recommended, so they could never be hit).
+Targets are the purchases, carts and ratings (config) in the window, minus products the user already had an
+excluded event with before the cut-off (purchased or rated, by default: `model.exclude_events`), which are
+never recommended, so they could never be hit.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Split:
 
 
 def temporal_splits(interactions: pl.DataFrame, valid_fraction: float, test_fraction: float,
-                    target_events: tuple[str, ...]) -> tuple[Split, Split]:
+                    target_events: tuple[str, ...], excluded_events: tuple[str, ...]) -> tuple[Split, Split]:
     """Validation: train before the first cut-off, targets between the cut-offs. Test: train before the
     second cut-off, targets after it. Cut-offs are the time quantiles 1 - valid - test and 1 - test."""
     times = interactions["timestamp"].sort()
@@ -44,11 +45,12 @@ def temporal_splits(interactions: pl.DataFrame, valid_fraction: float, test_frac
     before_test = interactions.filter(pl.col("timestamp") < test_cut)
     valid_window = interactions.filter((pl.col("timestamp") >= valid_cut) & (pl.col("timestamp") < test_cut))
     test_window = interactions.filter(pl.col("timestamp") >= test_cut)
-    return (_split("temporal", "validation", before_valid, valid_window, target_events),
-            _split("temporal", "test", before_test, test_window, target_events))
+    return (_split("temporal", "validation", before_valid, valid_window, target_events, excluded_events),
+            _split("temporal", "test", before_test, test_window, target_events, excluded_events))
 
 
-def leave_last_out_splits(interactions: pl.DataFrame, target_events: tuple[str, ...]) -> tuple[Split, Split]:
+def leave_last_out_splits(interactions: pl.DataFrame, target_events: tuple[str, ...],
+                          excluded_events: tuple[str, ...]) -> tuple[Split, Split]:
     """Per user: the last target event is the test target, the second-to-last the validation target.
     Events are ordered by timestamp, ties by product id; training for each is everything before it."""
     ordered = interactions.sort(["user_id", "timestamp", "product_id"]).with_columns(
@@ -65,18 +67,22 @@ def leave_last_out_splits(interactions: pl.DataFrame, target_events: tuple[str, 
     valid_rows = located.filter(pl.col("position") == pl.col("valid_at"))
     drop = ["position", "test_at", "valid_at"]
     return (
-        _split("leave_last_out", "validation", valid_train.drop(drop), valid_rows.drop(drop), target_events),
-        _split("leave_last_out", "test", test_train.drop(drop), test_rows.drop(drop), target_events),
+        _split("leave_last_out", "validation", valid_train.drop(drop), valid_rows.drop(drop), target_events,
+               excluded_events),
+        _split("leave_last_out", "test", test_train.drop(drop), test_rows.drop(drop), target_events,
+               excluded_events),
     )
 
 
 def _split(protocol: str, name: str, train: pl.DataFrame, window: pl.DataFrame,
-           target_events: tuple[str, ...]) -> Split:
+           target_events: tuple[str, ...], excluded_events: tuple[str, ...]) -> Split:
     candidates = (
         window.filter(pl.col("event_type").is_in(list(target_events)))
         .select("user_id", "product_id").unique()
     )
-    bought_before = train.filter(pl.col("event_type") == "purchase").select("user_id", "product_id").unique()
+    # What the user already had an excluded event with is never recommended to them: not a target either.
+    bought_before = (train.filter(pl.col("event_type").is_in(list(excluded_events)))
+                     .select("user_id", "product_id").unique())
     fresh = candidates.join(bought_before, on=["user_id", "product_id"], how="anti")
     known_users = train.select("user_id").unique()
     targets = fresh.join(known_users, on="user_id", how="semi").sort("user_id", "product_id")

@@ -42,7 +42,7 @@ class EvaluationSettings:
     """The first is primary: alpha is chosen on its validation split, and `model_info` reports it."""
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
-    target_events: tuple[str, ...] = ("purchase", "cart")
+    target_events: tuple[str, ...] = ("purchase", "cart", "rating")
     ks: tuple[int, ...] = (5, 10, 20)
     alphas: tuple[float, ...] = tuple(round(a * 0.1, 1) for a in range(11))
     ease_l2: tuple[float, ...] = (10.0, 50.0, 100.0, 250.0, 500.0)
@@ -132,9 +132,10 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
     for protocol in settings.protocols:
         if protocol == "temporal":
             valid, test = temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
-                                          settings.target_events)
+                                          settings.target_events, scoring.weighting.excluded_events)
         elif protocol == "leave_last_out":
-            valid, test = leave_last_out_splits(interactions, settings.target_events)
+            valid, test = leave_last_out_splits(interactions, settings.target_events,
+                                                scoring.weighting.excluded_events)
         else:
             raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
         valid, test = (sample_users(split, settings.max_users, settings.seed) for split in (valid, test))
@@ -269,15 +270,15 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
 
     def keep(model, alpha, scores, block):
         """A model with dense scores (users x products) for the block."""
-        users_in, purchased, in_block, local = block
-        record(model, alpha, _top_n(np.where(purchased.toarray() > 0, -np.inf, scores), depth),
+        users_in, excluded, in_block, local = block
+        record(model, alpha, _top_n(np.where(excluded.toarray() > 0, -np.inf, scores), depth),
                scores[local, pair_items[in_block]],
                np.take_along_axis(scores, negatives[users_in], axis=1)[local], block)
 
     def keep_popularity(block):
-        """Popularity ranks every user's products alike: its lists are the catalog's order, less purchases."""
-        users_in, purchased, in_block, local = block
-        record("popularity", None, _top_in_order(popular_order, purchased, depth),
+        """Popularity ranks every user's products alike: its lists are the catalog's order, less the excluded."""
+        users_in, excluded, in_block, local = block
+        record("popularity", None, _top_in_order(popular_order, excluded, depth),
                popularity.popularity_[pair_items[in_block]], popularity.popularity_[negatives[users_in][local]],
                block)
 
@@ -286,7 +287,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
         products outside it rank below every pool product (fused scores lie in [0, 1]: outside, 2 less).
         Lists come from the pool; a user whose pool is shorter than the lists has the rest filled from
         every other product, scored on demand."""
-        users_in, purchased, in_block, local = block
+        users_in, excluded, in_block, local = block
         short = np.flatnonzero((scores.columns >= 0).sum(axis=1) < depth)
         every = np.arange(n_items)[None, :]
         at_short = scores.at(short[:, None], every) if len(short) else None
@@ -300,7 +301,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
             top = _top_of(scores.columns, scores.fused(alpha), depth)
             if len(short):
                 dense = outside_pool_lower(*at_short, alpha)
-                top[short] = _top_n(np.where(purchased[short].toarray() > 0, -np.inf, dense), depth)
+                top[short] = _top_n(np.where(excluded[short].toarray() > 0, -np.inf, dense), depth)
             record("hybrid", alpha, top, outside_pool_lower(*at_targets, alpha),
                    outside_pool_lower(*at_negatives, alpha), block)
 
@@ -313,9 +314,9 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                             disable=not progress):
         block_users = np.arange(start, min(start + USER_BLOCK, len(users)))
         block_rows = rows[block_users]
-        # What every model of this block shares: purchases to exclude, and which target pairs fall in it.
+        # What every model of this block shares: the products to exclude, and which target pairs fall in it.
         in_block = np.flatnonzero((pair_users >= start) & (pair_users < start + len(block_users)))
-        block = (block_users, matrix.purchased[block_rows], in_block, pair_users[in_block] - start)
+        block = (block_users, matrix.excluded[block_rows], in_block, pair_users[in_block] - start)
         if popularity is not None:
             keep_popularity(block)
         for model in ease_models:
@@ -379,26 +380,27 @@ def _top_of(columns: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
 
 def _sample_negatives(matrix: InteractionMatrix, rows: np.ndarray, targets: sp.csr_matrix, n: int,
                       seed: int) -> np.ndarray:
-    """For each evaluated user, `n` distinct products they neither purchased before the cut-off nor target.
+    """For each evaluated user, `n` distinct products that are neither excluded for them before the cut-off
+    (purchased, by default) nor a target.
 
     Drawn for all users at once: a few times `n` random products per user, the excluded and repeated ones
     dropped, the first `n` kept; the rare user left short (a tiny catalog, a huge history) is drawn alone."""
     rng = np.random.default_rng(seed)
     n_items = targets.shape[1]
-    excluded = SparseLookup(((matrix.purchased[rows] + targets) > 0).astype(np.float32))
+    taken = SparseLookup(((matrix.excluded[rows] + targets) > 0).astype(np.float32))
     draw = rng.integers(n_items, size=(len(rows), 3 * n + 16))
     users = np.arange(len(rows))[:, None]
     order = np.argsort(draw, axis=1, kind="stable")
     ordered = np.take_along_axis(draw, order, axis=1)
     repeat = np.zeros_like(draw, dtype=bool)
     np.put_along_axis(repeat, order[:, 1:], ordered[:, 1:] == ordered[:, :-1], axis=1)
-    ok = ~repeat & (excluded.get(users, draw) == 0)
+    ok = ~repeat & (taken.get(users, draw) == 0)
     out = np.zeros((len(rows), n), dtype=np.int64)
     rank = np.cumsum(ok, axis=1) - 1
     kept = ok & (rank < n)
     out[np.broadcast_to(users, draw.shape)[kept], rank[kept]] = draw[kept]
     for i in np.flatnonzero(ok.sum(axis=1) < n):
-        taken = set(matrix.purchased[rows[i]].indices) | set(targets[i].indices)
+        taken = set(matrix.excluded[rows[i]].indices) | set(targets[i].indices)
         pool = np.setdiff1d(np.arange(n_items), np.fromiter(taken, dtype=np.int64, count=len(taken)))
         if len(pool) == 0:
             continue

@@ -35,6 +35,8 @@ class InterestWeighting:
     half_life_events: float | None = None
     """Sequence recency: the user's event this many events back counts half (None: off). Sessions and
     logs without real time (only an order) are better served by this than by days."""
+    excluded_events: tuple[str, ...] = ("purchase", "rating")
+    """A product the user has an event of one of these types with is never recommended to them again."""
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,9 @@ class InteractionMatrix:
     product_ids: list[str]
     weights: sp.csr_matrix
     """Recency-weighted interest of each user in each product (non-negative)."""
-    purchased: sp.csr_matrix
-    """1 where the user purchased the product."""
+    excluded: sp.csr_matrix
+    """1 where the user has an event of an excluded type (`InterestWeighting.excluded_events`) with the
+    product: it is never recommended to them."""
 
     @property
     def product_position(self) -> dict[str, int]:
@@ -79,7 +82,7 @@ def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item
 def _weighted_pairs(interactions: pl.DataFrame,
                     weighting: InterestWeighting) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """One row per (user, product) logged: the summed, recency-decayed weight of its events, floored at zero,
-    and whether it was purchased; sorted by user then product. Users and products are integer codes numbered
+    and whether it is excluded (an event of an excluded type); sorted by user then product. Users and products are integer codes numbered
     in id order, returned beside the rows (the user ids, the product ids): grouping on two integers instead
     of two strings halves the time at 20M events (measured). Ages count back from each user's latest event."""
     type_weight = pl.col("event_type").replace_strict(weighting.event_weights, return_dtype=pl.Float64)
@@ -100,7 +103,7 @@ def _weighted_pairs(interactions: pl.DataFrame,
         .join(pl.LazyFrame({"product_id": products,
                             "product": pl.int_range(len(products), dtype=pl.UInt32, eager=True)}), on="product_id")
         .group_by("user", "product")
-        .agg(pl.col("weight").sum().clip(lower_bound=0.0), purchased=(pl.col("event_type") == "purchase").any())
+        .agg(pl.col("weight").sum().clip(lower_bound=0.0), excluded=pl.col("event_type").is_in(list(weighting.excluded_events)).any())
         .sort("user", "product")
         .collect()
     )
@@ -119,9 +122,9 @@ def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
     rows, cols = located["user"].to_numpy().astype(np.int64), located["column"].to_numpy()
     weights = sp.csr_matrix((located["weight"].to_numpy().astype(np.float32), (rows, cols)), shape=shape)
     weights.eliminate_zeros()
-    bought = located["purchased"].to_numpy()
-    purchased = sp.csr_matrix((np.ones(bought.sum(), dtype=np.float32), (rows[bought], cols[bought])), shape=shape)
-    return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights, purchased=purchased)
+    seen = located["excluded"].to_numpy()
+    excluded = sp.csr_matrix((np.ones(seen.sum(), dtype=np.float32), (rows[seen], cols[seen])), shape=shape)
+    return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights, excluded=excluded)
 
 
 def user_profiles(matrix: InteractionMatrix, item_vectors: np.ndarray) -> np.ndarray:

@@ -358,16 +358,17 @@ def _context() -> Any:
 
 
 def check_recommendations(buckets: Iterable[tuple[pl.DataFrame, pl.DataFrame]], products: pl.DataFrame,
-                          k: int) -> QualityReport:
+                          k: int, excluded_events: tuple[str, ...]) -> QualityReport:
     """The published lists' contract: every eligible user has min(K, products they could still be shown)
     recommendations ranked 1..n, scores in [0, 1] and non-increasing, no product twice in a list, nothing
-    bought before, every product in the catalog and in stock. Any break fails the check.
+    the user has an event of an `excluded_events` type with (bought, by default), every product in the catalog
+    and in stock. Any break fails the check.
 
     `buckets` are (lists, events) of disjoint sets of users (buckets of users, or everyone at once), checked
     one at a time, so only one bucket's rows are held; the outcomes are added up."""
     on_rows, on_users, rows, users = [], [], 0, 0
     for recommendations, interactions in buckets:
-        audited, lengths = audit_frames(recommendations, products, interactions, k)
+        audited, lengths = audit_frames(recommendations, products, interactions, k, excluded_events)
         on_rows.append(validate(audited, recommendations_suite())[0])
         on_users.append(validate(lengths, user_lists_suite())[0])
         rows, users = rows + audited.height, users + lengths.height
@@ -380,10 +381,10 @@ def check_recommendations(buckets: Iterable[tuple[pl.DataFrame, pl.DataFrame]], 
 
 
 def audit_frames(recommendations: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
-                 k: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+                 k: int, excluded_events: tuple[str, ...]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The recommendation rows with the columns the suite states rules on, and one row per eligible user."""
-    purchased = (interactions.filter(pl.col("event_type") == "purchase").select("user_id", "product_id").unique()
-                 .with_columns(purchased_before=pl.lit(True)))
+    purchased = (interactions.filter(pl.col("event_type").is_in(list(excluded_events)))
+                 .select("user_id", "product_id").unique().with_columns(purchased_before=pl.lit(True)))
     stock = products.select("product_id", in_catalog_and_stock=pl.col("in_stock"))
     rows = (
         recommendations.select("user_id", "rank", "product_id", "score")

@@ -115,20 +115,20 @@ class HybridRanker:
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:
-        """The candidate pool of `rows`: the top `candidates` not-yet-purchased products by content (scored
+        """The candidate pool of `rows`: the top `candidates` products not excluded for the user by content (scored
         exactly) and by behaviour, as in `pipeline.recommend`; stock is ignored, since it is today's,
         not the evaluation window's. Nothing users x products is held."""
         n = self.candidates
         # Profiles of the block's users only: the split's every user would be users x 384 floats per fit.
         profiles = profile_vectors(self.matrix_.weights[rows], self.item_vectors_)
-        purchased = SparseLookup(self.matrix_.purchased[rows])
+        excluded = SparseLookup(self.matrix_.excluded[rows])
         local = np.arange(len(rows))[:, None]
         raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
-        behavior_rows = raw.top_per_row(n, excluded=purchased)
-        deepest = int(np.diff(purchased.matrix.indptr).max(initial=0))
+        behavior_rows = raw.top_per_row(n, excluded=excluded)
+        deepest = int(np.diff(excluded.matrix.indptr).max(initial=0))
         cosine_found, found, behavior_cosine = top_inner_products(profiles, self.item_vectors_, n + deepest,
                                                                   at=behavior_rows)
-        usable = (found >= 0) & (purchased.get(local, found) == 0)
+        usable = (found >= 0) & (excluded.get(local, found) == 0)
         content_rows = np.where(usable & (np.cumsum(usable, axis=1) <= n), found, -1)
         columns, cosine = merge_candidates(content_rows, cosine_found, behavior_rows, behavior_cosine)
         valid = columns >= 0

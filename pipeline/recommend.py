@@ -4,8 +4,9 @@ For each user, the candidates are the union of the `candidates` nearest products
 (FAISS) and the `candidates` best behavioural scores. On that set both scores are put on [0, 1]:
 - content: cosine(profile, product), min-max scaled over the user's candidates (cosine has no natural zero);
 - behavioural: divided by the user's largest candidate score (zero keeps meaning "no evidence").
-Then `score = alpha * behavioral + (1 - alpha) * content`. Products the user purchased and products out of
-stock are never recommended. Work streams through blocks of users, and within a block only candidates are
+Then `score = alpha * behavioral + (1 - alpha) * content`. Products the user has an event of an excluded type
+with (`InteractionMatrix.excluded`: purchased or rated, by default) and products out of stock are never
+recommended. Work streams through blocks of users, and within a block only candidates are
 held (users x a few hundred), so memory grows with users, never with users x products.
 """
 
@@ -142,18 +143,18 @@ class _BlockScorer:
     def block(self, rows: np.ndarray) -> pl.DataFrame:
         settings, n = self.settings, self.settings.candidates
         weights = self.matrix.weights[rows]
-        purchased = SparseLookup(self.matrix.purchased[rows])
+        excluded = SparseLookup(self.matrix.excluded[rows])
         local = np.arange(len(rows))[:, None]
 
         # Behavioural candidates: each user's strongest usable scores, straight from the sparse scores.
         raw = SparseLookup(self.behavior.score(weights))
-        behavior_rows = raw.top_per_row(n, columns_allowed=self.in_stock, excluded=purchased)
+        behavior_rows = raw.top_per_row(n, columns_allowed=self.in_stock, excluded=excluded)
 
-        # Content candidates: the nearest in-stock products, deep enough to drop the block's heaviest
-        # buyer's purchases and keep `candidates` of them; the behavioural candidates' cosines on the way.
-        deepest = int(np.diff(self.matrix.purchased[rows].indptr).max(initial=0))
+        # Content candidates: the nearest in-stock products, deep enough to drop the excluded products of the
+        # block's heaviest user and keep `candidates` of them; the behavioural candidates' cosines on the way.
+        deepest = int(np.diff(excluded.matrix.indptr).max(initial=0))
         cosine_found, found, behavior_cosine = self.content.top(self.profiles[rows], n + deepest, behavior_rows)
-        usable = (found >= 0) & self.in_stock[np.maximum(found, 0)] & (purchased.get(local, found) == 0)
+        usable = (found >= 0) & self.in_stock[np.maximum(found, 0)] & (excluded.get(local, found) == 0)
         keep = usable & (np.cumsum(usable, axis=1) <= n)
         content_rows = np.where(keep, found, -1)
 

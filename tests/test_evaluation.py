@@ -70,7 +70,7 @@ def events(rows):
 def test_temporal_split_leaks_nothing_from_the_future():
     rows = [(f"U{u}", f"P{(u + d) % 7}", "purchase", d) for u in range(5) for d in range(0, 100, 5)]
     log = events(rows + [("U0", "P_FUTURE", "purchase", 99.5)])  # planted after the test cut-off
-    valid, test = temporal_splits(log, 0.1, 0.1, ("purchase", "cart"))
+    valid, test = temporal_splits(log, 0.1, 0.1, ("purchase", "cart"), ("purchase",))
     assert "P_FUTURE" not in valid.train["product_id"].to_list()
     assert "P_FUTURE" not in test.train["product_id"].to_list()
     assert "P_FUTURE" in test.targets["product_id"].to_list()
@@ -81,12 +81,25 @@ def test_temporal_split_leaks_nothing_from_the_future():
 def test_leave_last_out_holds_back_each_users_last_two_targets():
     log = events([("U1", "A", "purchase", 1), ("U1", "B", "view", 2), ("U1", "C", "purchase", 3),
                   ("U1", "D", "purchase", 4), ("U2", "A", "purchase", 1), ("U2", "E", "cart", 2)])
-    valid, test = leave_last_out_splits(log, ("purchase", "cart"))
+    valid, test = leave_last_out_splits(log, ("purchase", "cart"), ("purchase",))
     assert sorted(test.targets.rows()) == [("U1", "D"), ("U2", "E")]
     assert sorted(valid.targets.rows()) == [("U1", "C")]  # U2's validation target A has no history before it
     assert "D" not in test.train.filter(pl.col("user_id") == "U1")["product_id"].to_list()
     assert set(valid.train.filter(pl.col("user_id") == "U1")["product_id"]) == {"A", "B"}
     assert valid.counts["users_without_history"] == 1
+
+
+def test_what_is_never_recommended_is_never_a_target_either():
+    # A ratings log (films): every event is a consumption, so a film rated before the cut-off can be neither
+    # recommended nor hit; a shop that excludes only purchases keeps a re-rated film as a target.
+    log = events([("U1", "A", "rating", 1), ("U1", "B", "rating", 2), ("U1", "A", "rating", 95),
+                  ("U1", "C", "rating", 96), ("U2", "B", "rating", 1), ("U2", "C", "rating", 2)])
+    films = ("view", "cart", "purchase", "rating")
+    _, test = temporal_splits(log, 0.1, 0.1, ("rating",), films)
+    assert sorted(test.targets.rows()) == [("U1", "C")]
+    assert test.counts["repurchase_targets_removed"] == 1
+    _, test = temporal_splits(log, 0.1, 0.1, ("rating",), ("purchase",))
+    assert sorted(test.targets.rows()) == [("U1", "A"), ("U1", "C")]
 
 
 def toy_shop():

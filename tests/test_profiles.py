@@ -76,3 +76,23 @@ def test_an_event_decades_older_than_the_users_latest_keeps_its_product_engaged(
     weights = matrix.weights.toarray()[0]
     assert weights[1] == pytest.approx(1.0)
     assert weights[0] == pytest.approx(DECAY_FLOOR)  # 30 years is far past 20 half-lives: floored, not zero
+
+
+def test_products_with_an_excluded_event_are_never_recommended_again():
+    events, product_ids, vectors = long_span_shop(years=2)
+    events = events.with_columns(event_type=pl.when(pl.col("event_type") == "view").then(pl.lit("rating"))
+                                 .otherwise(pl.col("event_type")), value=4.0)
+    for excluded, seen_types in [(("purchase", "rating"), ("purchase", "rating")), (("purchase",), ("purchase",))]:
+        weighting = InterestWeighting(WEIGHTING.event_weights, excluded_events=excluded)
+        profiles = build_user_profiles(events, product_ids, vectors, weighting)
+        behavior = ItemCooccurrence(neighbors_per_item=20).fit(profiles.matrix.weights, product_ids)
+        lists = recommend(profiles.matrix, profiles.vectors, vectors, build_index(vectors), behavior,
+                          np.ones(len(product_ids), dtype=bool), RecommendationSettings(alpha=0.5, top_k=10),
+                          progress=False)
+        seen = events.filter(pl.col("event_type").is_in(list(seen_types))).select("user_id", "product_id")
+        assert lists.join(seen, on=["user_id", "product_id"], how="semi").is_empty()
+        rated_only = (events.filter(pl.col("event_type") == "rating").select("user_id", "product_id")
+                      .join(events.filter(pl.col("event_type") == "purchase"), on=["user_id", "product_id"],
+                            how="anti"))
+        again = lists.join(rated_only, on=["user_id", "product_id"], how="semi").height
+        assert (again == 0) if "rating" in excluded else (again > 0)
