@@ -30,7 +30,8 @@ def evaluation(context: dg.AssetExecutionContext, settings: ShopSettings, intera
             "protocol", "model", "alpha")
         meta.update(frame_metadata(result.metrics), test_at_10=preview(table, rows=40),
                     population=preview(result.population, rows=40),
-                    validation_best_alpha=result.chosen_alpha, ease_l2=result.chosen_ease_l2)
+                    validation_best_alpha=result.chosen_alpha, ease_l2=result.chosen_ease_l2,
+                    behavior_model=result.chosen_behavior.label, chosen_on=result.choice_reason)
     return dg.Output(result, metadata=meta)
 
 
@@ -47,7 +48,8 @@ def alpha_sweep(context: dg.AssetExecutionContext, settings: ShopSettings,
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
         image = base64.b64encode(png).decode()
-        meta.update(alpha=choice.alpha, alpha_source=choice.source,
+        meta.update(alpha=choice.alpha, alpha_source=choice.source, behavior_model=choice.behavior.label,
+                    chosen_on=choice.info["chosen_on"],
                     recency_half_life_events=choice.half_life_events or 0.0,
                     tuning=preview(evaluation.tuning, rows=20),
                     test_ndcg_at_10=choice.info["ndcg_at_10"], test_hit_at_10=choice.info["hit_at_10"],
@@ -66,7 +68,7 @@ def quality_gate_check(settings: ShopSettings, alpha_sweep: ModelChoice) -> dg.A
     previous = gate.previous or {}
     return dg.AssetCheckResult(
         passed=gate.passed,
-        description="; ".join(gate.reasons) if gate.reasons else "within the gates",
+        description="; ".join(gate.reasons or ["within the gates", *gate.notes]),
         metadata={
             "ndcg_at_10": gate.current.get("ndcg_at_10"), "previous_ndcg_at_10": previous.get("ndcg_at_10"),
             "coverage_at_10": gate.current.get("coverage_at_10"),

@@ -35,8 +35,8 @@ def model_rows(result: EvaluationResult) -> list[tuple[str, str, float | None]]:
         ("popularity", "popularity", None),
         ("content only (alpha 0, same recency)", "hybrid", 0.0),
         ("behaviour only (alpha 1, same recency)", "hybrid", 1.0),
-        (f"hybrid, alpha {result.chosen_alpha:g}, recency half-life {result.chosen_half_life_events or 0:g} events "
-         "(chosen on validation)", "hybrid", result.chosen_alpha),
+        (f"hybrid ({result.chosen_behavior.label}), alpha {result.chosen_alpha:g}, recency half-life "
+         f"{result.chosen_half_life_events or 0:g} events (chosen on validation)", "hybrid", result.chosen_alpha),
         (f"EASE, lambda {result.chosen_ease_l2:g} (chosen on validation)", "ease", None),
     ]
 
@@ -96,9 +96,14 @@ def main() -> None:
         print(f"### {protocol}, test split (full ranking over all products, purchased excluded)\n")
         print(table(result, protocol))
         print()
-    print("validation tuning (sequence-recency half-life, its best alpha, validation NDCG@10):")
-    print("  " + "; ".join(f"{h:g} events: alpha {a:g}, {v:.4f}" for h, a, v in result.tuning.iter_rows()
-                           if v is not None))
+    print("validation tuning (each configuration tried, its best alpha and validation NDCG@10):")
+    for row in result.tuning.iter_rows(named=True):
+        if row["validation_ndcg_at_10"] is not None:
+            print(f"  {row['protocol']}: {row['behavior_model']}, half-life {row['half_life_events']:g} events: "
+                  f"alpha {row['best_alpha']:g}, {row['validation_ndcg_at_10']:.4f} "
+                  f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}] ({row['users']} users)")
+    print(f"chosen: {result.chosen_behavior.label}, alpha {result.chosen_alpha:g}, half-life "
+          f"{result.chosen_half_life_events or 0:g} events; {result.choice_reason}")
     print(f"elapsed: load {loaded - started:.1f} s, embeddings {embedded - loaded:.1f} s "
           f"({embeddings.encoded} encoded, {embeddings.cached} cached), evaluation {done - embedded:.1f} s, "
           f"total {done - started:.1f} s on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")

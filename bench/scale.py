@@ -280,7 +280,8 @@ def time_scoring(result: SizeResult, home: Path, sample: int, top_k: int = 10) -
 
     matrix = chosen_part.matrix
     subset = type(matrix)(user_ids=[matrix.user_ids[r] for r in rows], product_ids=matrix.product_ids,
-                          weights=matrix.weights[rows], excluded=matrix.excluded[rows])
+                          weights=matrix.weights[rows], engagement=matrix.engagement[rows],
+                          excluded=matrix.excluded[rows])
 
     def ours() -> None:
         recommend(subset, vectors, items, index, behavior, in_stock,

@@ -55,6 +55,11 @@ class ModelConfig:
     value the nightly evaluation picks on validation from `evaluation.half_life_events_grid`."""
     neighbors_per_item: int = 100
     """Item-to-item neighbours kept per product in the behavioural model (keeps it sparse)."""
+    behavior_model: str = "auto"
+    """The behavioural side of the fusion: `cosine` (item-item cosine of co-engagement), `rp3beta` (a random
+    walk product -> user -> product that discounts popular products; `rp3beta:0.5` sets its beta), `ease`
+    (Steck's closed-form linear model, for catalogs of up to `evaluation.ease_max_products`; `ease:250` sets
+    its lambda), or "auto": the nightly evaluation chooses among `evaluation.behavior_models` on validation."""
     encode_batch_size: int = 64
 
 
@@ -74,6 +79,9 @@ class EvaluationConfig:
     popular_item_share: float = 0.2
     half_life_events_grid: list = field(default_factory=lambda: [0, 1, 3, 10])
     """Sequence-recency half-lives (in events; 0 = off) tried on validation when the model's is "auto"."""
+    behavior_models: list = field(default_factory=lambda: ["rp3beta:0.2", "rp3beta:0.5", "ease"])
+    """Behavioural models tried on validation when `model.behavior_model` is "auto" (`ease`, tried where the
+    catalog allows it, takes the lambda the EASE reference chose on the same split)."""
     max_users: int = 10_000
     """Users scored per split at most: a larger shop is evaluated on a fixed random sample of this many
     (models still learn from everyone); the intervals say how precise that is. 0: everyone."""
@@ -324,6 +332,16 @@ def _coerce(key: str, expected: Any, value: Any) -> Any:
     raise ConfigError(f"config key '{key}' must be {name}, got {value!r}")
 
 
+def _is_behavior(label: Any) -> bool:
+    from pipeline.behavior import BehaviorSpec
+
+    try:
+        BehaviorSpec.parse(label)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
 def _validate(settings: Settings) -> None:
     from pipeline.embeddings import EMBEDDING_BACKENDS
 
@@ -360,6 +378,11 @@ def _validate(settings: Settings) -> None:
             isinstance(h, (int, float)) and h >= 0 for h in evaluation.half_life_events_grid),
          "must list half-lives >= 0"),
         ("model.neighbors_per_item", model.neighbors_per_item >= 1, "must be at least 1"),
+        ("model.behavior_model", model.behavior_model == "auto" or _is_behavior(model.behavior_model),
+         "must be \"auto\" or a behavioural model: cosine, rp3beta[:beta], ease[:lambda]"),
+        ("evaluation.behavior_models", bool(evaluation.behavior_models)
+         and all(_is_behavior(label) for label in evaluation.behavior_models),
+         "must list behavioural models: cosine, rp3beta[:beta], ease[:lambda]"),
         ("model.encode_batch_size", model.encode_batch_size >= 1, "must be at least 1"),
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
         ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),

@@ -1,9 +1,11 @@
 """One offline evaluation: every model on every split of every protocol, metrics with intervals, the alpha
 sweep on validation, and the chosen alpha's numbers on test.
 
-No test information reaches any choice: alpha (and EASE's lambda) are picked on the primary protocol's
-validation split, with models fitted on data before the validation cut-off; test numbers come from models
-refitted on everything before the test cut-off.
+No test information reaches any choice: the behavioural model, the sequence-recency half-life, alpha (and
+EASE's lambda) are picked on a validation split, with models fitted on data before the validation cut-off;
+test numbers come from models refitted on everything before the test cut-off. The choice is made on the
+primary protocol's validation split unless that split is too small to tell configurations apart
+(`too_small_to_choose`), and then on the next protocol's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.config import Settings
-from pipeline.behavior import ItemCooccurrence
+from pipeline.behavior import BehaviorSpec, ItemCooccurrence
 from pipeline.evaluation import (
     Split, bootstrap_intervals, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
     sampled_metrics, sampled_rank, temporal_splits,
@@ -34,6 +36,14 @@ log = logging.getLogger(__name__)
 USER_BLOCK = 1024
 FALLBACK_ALPHA = 0.2
 """Used by "auto" when validation has no user to evaluate (a tiny or brand-new shop)."""
+CHOICE_MARGIN = 0.25
+"""On validation a configuration (behavioural model, half-life) must beat the incumbent's NDCG@10 by more than
+this share of the incumbent's 95% interval width (about half a standard error) to replace it: configurations
+are compared on the same users, but a dozen of them and eleven alphas each leave room for a winner by noise
+(on the sample a half-life of 10 "won" by 0.001 and lost 12% on test)."""
+CHOICE_MAX_RELATIVE_WIDTH = 1.0
+"""A validation split is too small to choose on when the 95% interval of its best configuration's NDCG@10 is
+wider than the estimate itself (about +-50%): with a few dozen users a choice there is mostly noise."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +83,14 @@ def evaluation_settings(config: Settings) -> EvaluationSettings:
 def scoring_settings(config: Settings) -> "ScoringSettings":
     model = config.model
     auto = model.recency_half_life_events == "auto"
-    return ScoringSettings(weighting=config.interest_weighting(), candidates=model.candidates,
-                           neighbors_per_item=model.neighbors_per_item,
-                           half_life_events_grid=tuple(config.evaluation.half_life_events_grid) if auto else None)
+    choose_behavior = model.behavior_model == "auto"
+    return ScoringSettings(
+        weighting=config.interest_weighting(), candidates=model.candidates,
+        neighbors_per_item=model.neighbors_per_item,
+        half_life_events_grid=tuple(config.evaluation.half_life_events_grid) if auto else None,
+        behavior=BehaviorSpec() if choose_behavior else BehaviorSpec.parse(model.behavior_model),
+        behavior_options=(tuple(BehaviorSpec.parse(label) for label in config.evaluation.behavior_models)
+                          if choose_behavior else None))
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,11 @@ class ScoringSettings:
     neighbors_per_item: int
     half_life_events_grid: tuple[float, ...] | None = None
     """Sequence-recency half-lives to choose from on validation (0 = off); None when config pins one."""
+    behavior: BehaviorSpec = field(default_factory=BehaviorSpec)
+    """The behavioural model the hybrid uses (the chosen one, once chosen)."""
+    behavior_options: tuple[BehaviorSpec, ...] | None = None
+    """Behavioural models to choose from on validation (an "ease" option takes the lambda the EASE reference
+    chose there, and is tried where the catalog allows EASE); None when config pins one."""
 
 
 @dataclass
@@ -112,12 +132,19 @@ class EvaluationResult:
     chosen_half_life_events: float | None = None
     """Sequence recency chosen (or pinned) for the hybrid; None: off."""
     tuning: pl.DataFrame = field(default_factory=pl.DataFrame)
-    """Each half-life tried on validation, its best alpha and that NDCG@10."""
+    """Each configuration tried on validation (protocol, behavioural model, half-life), its best alpha and that
+    NDCG@10 with its 95% interval."""
+    chosen_behavior: BehaviorSpec = field(default_factory=BehaviorSpec)
+    choice_protocol: str = "temporal"
+    """The protocol whose validation split made the choice (and whose test split `model_info` reports): the
+    primary one unless its validation split was too small to choose on."""
+    choice_reason: str = ""
+    """Why the choice was made where it was, in a sentence (shown on the model page)."""
 
     def model_metric(self, alpha: float, metric: str = "ndcg", k: int = 10, split: str = "test",
                      segment: str = "all") -> dict:
         row = self.metrics.filter(
-            (pl.col("protocol") == self.primary_protocol) & (pl.col("split") == split)
+            (pl.col("protocol") == self.choice_protocol) & (pl.col("split") == split)
             & (pl.col("model") == "hybrid") & (pl.col("alpha") == alpha) & (pl.col("k") == k)
             & (pl.col("metric") == metric) & (pl.col("segment") == segment))
         return row.row(0, named=True) if row.height else {}
@@ -127,78 +154,187 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
              scoring: ScoringSettings, settings: EvaluationSettings = EvaluationSettings(),
              progress: bool = True) -> EvaluationResult:
     started = time.perf_counter()
-    metrics, population, tuning = [], [], []
-    chosen_alpha, chosen_l2, chosen = FALLBACK_ALPHA, settings.ease_l2[0], scoring
-    for protocol in settings.protocols:
-        if protocol == "temporal":
-            valid, test = temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
-                                          settings.target_events, scoring.weighting.excluded_events)
-        elif protocol == "leave_last_out":
-            valid, test = leave_last_out_splits(interactions, settings.target_events,
-                                                scoring.weighting.excluded_events)
-        else:
-            raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
-        valid, test = (sample_users(split, settings.max_users, settings.seed) for split in (valid, test))
-        if protocol == settings.protocols[0]:
-            # The primary protocol's validation split chooses everything; the choice serves everywhere.
-            valid_rows, chosen_l2, chosen, chosen_alpha, tuning = _tune(valid, product_ids, item_vectors, scoring,
-                                                                        settings, progress)
-        else:
-            valid_rows, _, _ = _run_split(valid, product_ids, item_vectors, chosen, settings, (chosen_l2,),
+    splits = {protocol: tuple(sample_users(split, settings.max_users, settings.seed)
+                              for split in _splits(interactions, protocol, settings, scoring))
+              for protocol in settings.protocols}
+    primary = settings.protocols[0]
+    choice = _tune(splits[primary][0], product_ids, item_vectors, scoring, settings, progress)
+    tunings, reason = [choice], f"chosen on {primary} validation ({choice.users} users)"
+    if choice.too_small and len(settings.protocols) > 1:
+        fallback = _tune(splits[settings.protocols[1]][0], product_ids, item_vectors, scoring, settings, progress)
+        tunings.append(fallback)
+        if fallback.relative_width < choice.relative_width:
+            reason = (f"chosen on {fallback.protocol} validation ({fallback.users} users): {primary} validation's "
+                      f"{choice.users} users were too few to choose on (NDCG@10 interval "
+                      f"{choice.interval_text} wider than the estimate)")
+            choice = fallback
+    chosen = choice.scoring
+    metrics, population = [], []
+    for protocol, (valid, test) in splits.items():
+        tuned = next((t for t in tunings if t.protocol == protocol), None)
+        valid_rows = None if tuned is None else tuned.rows_for(choice)
+        if valid_rows is None:
+            valid_rows, _, _ = _run_split(valid, product_ids, item_vectors, chosen, settings, (choice.ease_l2,),
                                           segments=False, progress=progress)
-        test_rows, _, _ = _run_split(test, product_ids, item_vectors, chosen, settings, (chosen_l2,),
+        test_rows, _, _ = _run_split(test, product_ids, item_vectors, chosen, settings, (choice.ease_l2,),
                                      segments=True, progress=progress)
         metrics += [valid_rows, test_rows]
         for split in (valid, test):
-            population += [{"protocol": protocol, "split": split.name, "reason": reason, "count": count}
-                           for reason, count in split.counts.items()]
+            population += [{"protocol": protocol, "split": split.name, "reason": why, "count": count}
+                           for why, count in split.counts.items()]
     table = pl.concat(metrics)
     result = EvaluationResult(metrics=table, sweep=pl.DataFrame(), population=pl.DataFrame(population),
-                              chosen_alpha=chosen_alpha, chosen_ease_l2=chosen_l2,
-                              primary_protocol=settings.protocols[0],
+                              chosen_alpha=choice.alpha, chosen_ease_l2=choice.ease_l2, primary_protocol=primary,
                               chosen_half_life_events=chosen.weighting.half_life_events,
-                              tuning=pl.DataFrame(tuning, schema=TUNING_SCHEMA))
-    result.sweep = alpha_sweep_table(table, settings.protocols[0])
+                              tuning=pl.DataFrame([row for t in tunings for row in t.tried], schema=TUNING_SCHEMA,
+                                                  orient="row"),
+                              chosen_behavior=chosen.behavior, choice_protocol=choice.protocol,
+                              choice_reason=reason)
+    result.sweep = alpha_sweep_table(table, choice.protocol)
     result.elapsed_seconds = round(time.perf_counter() - started, 2)
-    log.info("evaluation done in %.1fs; alpha %.1f, half-life %s events chosen on validation",
-             result.elapsed_seconds, chosen_alpha, result.chosen_half_life_events)
+    log.info("evaluation done in %.1fs; %s, alpha %.1f, half-life %s events (%s)", result.elapsed_seconds,
+             chosen.behavior.label, choice.alpha, result.chosen_half_life_events, reason)
     return result
 
 
-TUNING_SCHEMA = {"half_life_events": pl.Float64, "best_alpha": pl.Float64, "validation_ndcg_at_10": pl.Float64}
+def _splits(interactions: pl.DataFrame, protocol: str, settings: EvaluationSettings,
+            scoring: ScoringSettings) -> tuple[Split, Split]:
+    """(validation, test) of a protocol; what is excluded for a user is never a target (`_split`)."""
+    excluded = scoring.weighting.excluded_events
+    if protocol == "temporal":
+        return temporal_splits(interactions, settings.valid_fraction, settings.test_fraction,
+                               settings.target_events, excluded)
+    if protocol == "leave_last_out":
+        return leave_last_out_splits(interactions, settings.target_events, excluded)
+    raise ValueError(f"unknown protocol {protocol!r} (temporal, leave_last_out)")
+
+
+TUNING_SCHEMA = {"protocol": pl.String, "behavior_model": pl.String, "half_life_events": pl.Float64,
+                 "best_alpha": pl.Float64, "validation_ndcg_at_10": pl.Float64, "ci_low": pl.Float64,
+                 "ci_high": pl.Float64, "users": pl.Int64}
+
+
+@dataclass
+class Tuning:
+    """What one validation split chose: the configuration (behavioural model, half-life, alpha), each one
+    tried, and how precisely the split measured the winner."""
+
+    protocol: str
+    scoring: ScoringSettings
+    alpha: float
+    ease_l2: float
+    rows: pl.DataFrame
+    """The split's metric rows: the baselines and the chosen configuration's hybrid at every alpha."""
+    tried: list[tuple]
+    """TUNING_SCHEMA rows, one per configuration tried."""
+    best: dict = field(default_factory=dict)
+    """The chosen configuration's validation NDCG@10 row (value, ci_low, ci_high, users)."""
+    hybrid_rows: dict = field(default_factory=dict, repr=False)
+    """Each configuration's hybrid rows, by (behavioural model label, half-life)."""
+
+    @property
+    def users(self) -> int:
+        return int(self.best.get("users") or 0)
+
+    @property
+    def relative_width(self) -> float:
+        value = self.best.get("value") or 0.0
+        if not value:
+            return np.inf
+        return (self.best["ci_high"] - self.best["ci_low"]) / value
+
+    @property
+    def too_small(self) -> bool:
+        """Too few users to tell configurations apart (`CHOICE_MAX_RELATIVE_WIDTH`)."""
+        return self.relative_width > CHOICE_MAX_RELATIVE_WIDTH
+
+    @property
+    def interval_text(self) -> str:
+        if not self.best:
+            return "(no users)"
+        return f"{self.best['value']:.3f} [{self.best['ci_low']:.3f}, {self.best['ci_high']:.3f}]"
+
+    def rows_for(self, chosen: "Tuning") -> pl.DataFrame | None:
+        """This split's rows for the configuration `chosen` (this tuning or another split's) made, or None when
+        it was not tried here."""
+        key = (chosen.scoring.behavior.label, float(chosen.scoring.weighting.half_life_events or 0.0))
+        hybrid = self.hybrid_rows.get(key)
+        if hybrid is None:
+            return None
+        return pl.concat([self.rows.filter(pl.col("model") != "hybrid"), hybrid])
 
 
 def _tune(valid: Split, product_ids, item_vectors, scoring: ScoringSettings, settings: EvaluationSettings,
-          progress: bool):
-    """Pick the sequence-recency half-life (when not pinned), alpha and EASE's lambda on validation."""
-    options = scoring.half_life_events_grid or (scoring.weighting.half_life_events,)
-    best, tuning, baselines, l2 = None, [], None, settings.ease_l2[0]
-    # Co-occurrence counts who engaged, not how recently: one behavioural model serves every half-life.
-    fitted = None
-    for i, half_life in enumerate(options):
-        trial = replace(scoring, weighting=replace(scoring.weighting, half_life_events=half_life or None))
-        rows, found_l2, fitted = _run_split(valid, product_ids, item_vectors, trial, settings, settings.ease_l2,
-                                            segments=False, progress=progress, baselines=i == 0, fitted=fitted)
-        if i == 0:
+          progress: bool) -> Tuning:
+    """Pick the behavioural model and the sequence-recency half-life (each when not pinned), alpha and EASE's
+    lambda on a validation split, by coordinate ascent: the behavioural models compared at the grid's first
+    half-life, the winner's half-life chosen, then the other models tried again at that half-life when it
+    moved (at most 2 |models| + |half-lives| - 2 passes rather than their product; a model is fitted once a
+    split, whatever the half-life)."""
+    half_lives = scoring.half_life_events_grid or (scoring.weighting.half_life_events,)
+    behaviors = list(scoring.behavior_options or (scoring.behavior,))
+    if behaviors == [b for b in behaviors if b.kind == "ease"] and len(product_ids) > settings.ease_max_products:
+        raise ValueError(f"model.behavior_model {behaviors[0].label!r} needs a dense products x products inverse: "
+                         f"{len(product_ids):,} products is more than evaluation.ease_max_products "
+                         f"({settings.ease_max_products:,}); choose rp3beta or cosine, or \"auto\"")
+    with_ease_option = any(b.kind == "ease" for b in behaviors) and len(behaviors) > 1
+    behaviors = [b for b in behaviors if b.kind != "ease" or not with_ease_option]
+    tried, by_key, baselines, l2, fitted = [], {}, None, settings.ease_l2[0], None
+
+    def trial(behavior: BehaviorSpec, half_life: float | None) -> tuple:
+        nonlocal baselines, l2, fitted
+        candidate = replace(scoring, behavior=behavior,
+                            weighting=replace(scoring.weighting, half_life_events=half_life or None))
+        first = baselines is None
+        rows, found_l2, fitted = _run_split(valid, product_ids, item_vectors, candidate, settings,
+                                            settings.ease_l2, segments=False, progress=progress,
+                                            baselines=first, fitted=fitted)
+        if first:
             baselines, l2 = rows.filter(pl.col("model") != "hybrid"), found_l2
-        alpha, ndcg = _best_alpha(rows)
-        tuning.append({"half_life_events": float(half_life or 0), "best_alpha": alpha,
-                       "validation_ndcg_at_10": ndcg})
-        if best is None or (ndcg or 0) > (best[2] or 0):
-            best = (trial, alpha, ndcg, rows.filter(pl.col("model") == "hybrid"))
-    trial, alpha, _, hybrid_rows = best
-    return pl.concat([baselines, hybrid_rows]), l2, trial, alpha, tuning
+        alpha, best = _best_alpha(rows)
+        hybrid = rows.filter(pl.col("model") == "hybrid")
+        by_key[(behavior.label, float(half_life or 0))] = hybrid
+        tried.append((valid.protocol, behavior.label, float(half_life or 0), alpha, best.get("value"),
+                      best.get("ci_low"), best.get("ci_high"), best.get("users")))
+        return candidate, alpha, best, hybrid
+
+    results = [trial(behavior, half_lives[0]) for behavior in behaviors]
+    if with_ease_option and len(product_ids) <= settings.ease_max_products:
+        # The lambda EASE's reference chose on this split; the strongest reference is the first incumbent.
+        results.insert(0, trial(BehaviorSpec("ease", l2), half_lives[0]))
+
+    def better(challenger, incumbent) -> bool:
+        """A configuration replaces the incumbent only when it wins by more than CHOICE_MARGIN of the incumbent's
+        95% interval: among configurations the split cannot tell apart, the earlier (simpler) one stays."""
+        now, then = challenger[2].get("value") or 0.0, incumbent[2].get("value") or 0.0
+        width = (incumbent[2].get("ci_high") or then) - (incumbent[2].get("ci_low") or then)
+        return now > then + CHOICE_MARGIN * width
+
+    best = results[0]
+    for result in results[1:]:
+        best = result if better(result, best) else best
+    for half_life in half_lives[1:]:
+        result = trial(best[0].behavior, half_life)
+        best = result if better(result, best) else best
+    chosen_half_life = best[0].weighting.half_life_events
+    if chosen_half_life != (half_lives[0] or None):
+        for behavior in [r[0].behavior for r in results if r[0].behavior != best[0].behavior]:
+            result = trial(behavior, chosen_half_life)
+            best = result if better(result, best) else best
+    candidate, alpha, best_row, hybrid = best
+    return Tuning(protocol=valid.protocol, scoring=candidate, alpha=alpha, ease_l2=l2,
+                  rows=pl.concat([baselines, hybrid]), tried=tried, best=best_row, hybrid_rows=by_key)
 
 
-def _best_alpha(validation: pl.DataFrame) -> tuple[float, float | None]:
-    """The alpha with the highest validation NDCG@10 (ties to the smaller alpha), and that NDCG."""
+def _best_alpha(validation: pl.DataFrame) -> tuple[float, dict]:
+    """The alpha with the highest validation NDCG@10 (ties to the smaller alpha), and that NDCG's row."""
     sweep = validation.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg")
                               & (pl.col("k") == 10) & (pl.col("segment") == "all"))
     if sweep.is_empty():
         log.warning("no validation users to choose alpha with; using %.1f", FALLBACK_ALPHA)
-        return FALLBACK_ALPHA, None
+        return FALLBACK_ALPHA, {}
     best = sweep.sort(["value", "alpha"], descending=[True, False]).row(0, named=True)
-    return float(best["alpha"]), float(best["value"])
+    return float(best["alpha"]), best
 
 
 def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
@@ -214,9 +350,10 @@ def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:
 @dataclass(frozen=True)
 class SplitFit:
     """What a split's first run learns from all its training users and later runs on the split reuse: the
-    behavioural model, how many users engaged with each product, and how many users there are."""
+    behavioural models fitted so far (by label), how many users engaged with each product, and how many users
+    there are."""
 
-    behavior: ItemCooccurrence
+    behaviors: dict[str, ItemCooccurrence]
     engaged: np.ndarray
     users: int
 
@@ -227,12 +364,14 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                fitted: SplitFit | None = None) -> tuple[pl.DataFrame, float, SplitFit | None]:
     """Every model's metrics on one split; also the chosen EASE lambda and what was learned from all the
     split's training users (pass it back in, without baselines, to score the same split with another
-    weighting: then only the evaluated users' events are read)."""
+    weighting or behavioural model: with a behavioural model already fitted there, only the evaluated users'
+    events are read)."""
     if split.targets.is_empty() or split.train.is_empty():
         log.warning("%s/%s: no user to evaluate", split.protocol, split.name)
         return _empty_metrics(), ease_l2[len(ease_l2) // 2], fitted
     train = split.train
-    if fitted is not None and not baselines:
+    reused = fitted.behaviors.get(scoring.behavior.label) if fitted is not None else None
+    if reused is not None and not baselines:
         # The behavioural model and the products' popularity come from an earlier run on this split: only
         # the evaluated users' rows are read (ages count from each user's own latest event).
         train = train.filter(pl.col("user_id").is_in(split.targets["user_id"].unique()))
@@ -249,8 +388,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                             shape=(len(users), n_items))
     negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
 
-    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item).fit(
-        matrix, item_vectors, fitted.behavior if fitted else None)
+    hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item, scoring.behavior).fit(
+        matrix, item_vectors, reused)
     popularity = PopularityRanker().fit(matrix) if baselines else None
     with_ease = baselines and n_items <= settings.ease_max_products
     if baselines and not with_ease:
@@ -326,8 +465,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
               if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
-    fitted = fitted or SplitFit(hybrid.behavior_, np.asarray((matrix.weights > 0).sum(axis=0)).ravel(),
-                                len(matrix.user_ids))
+    fitted = fitted or SplitFit({}, np.asarray((matrix.weights > 0).sum(axis=0)).ravel(), len(matrix.user_ids))
+    fitted.behaviors.setdefault(scoring.behavior.label, hybrid.behavior_)
     frame = _metric_rows(split, ranked, targets, pair_users, pair_items, fitted, matrix, rows, settings, segments)
     return frame, chosen_l2, fitted
 

@@ -1,16 +1,18 @@
-"""Which alpha the nightly lists use, what that model scored, the sweep plot, and the quality gate.
+"""Which model the nightly lists use (behavioural model, alpha, sequence recency), what it scored, the sweep
+plot, and the quality gate.
 
 `hybrid_alpha: "auto"` takes the alpha the evaluation chose on validation; a number pins it. Either way
-`model_info` reports the test metrics of the alpha actually used.
+`model_info` reports the test metrics of the alpha actually used, on the protocol the choice was made on.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
+from pipeline.behavior import BehaviorSpec
 from pipeline.experiment import EvaluationResult
 
 
@@ -21,6 +23,8 @@ class ModelChoice:
     """"auto" (chosen on validation) or "config" (pinned)."""
     half_life_events: float | None
     """Sequence recency the lists use (chosen with alpha on validation, or pinned); None: off."""
+    behavior: BehaviorSpec
+    """The behavioural model the lists use (chosen on validation, or pinned)."""
     info: dict
     """The `model_info` row: the alpha, its test metrics with intervals, users evaluated."""
     sweep: pl.DataFrame
@@ -34,11 +38,13 @@ def choose_model(result: EvaluationResult, configured_alpha: float | str) -> Mod
     coverage = result.model_metric(alpha, "coverage")
     info = {
         "model_type": "Hybrid Recommendation",
+        "behavior_model": result.chosen_behavior.label,
         "hybrid_alpha": alpha,
         "alpha_source": "auto" if auto else "config",
         "validation_best_alpha": result.chosen_alpha,
         "recency_half_life_events": result.chosen_half_life_events or 0.0,
-        "protocol": result.primary_protocol,
+        "protocol": result.choice_protocol,
+        "chosen_on": result.choice_reason,
         "hit_at_10": hit.get("value"), "hit_at_10_ci_low": hit.get("ci_low"),
         "hit_at_10_ci_high": hit.get("ci_high"),
         "ndcg_at_10": ndcg.get("value"), "ndcg_at_10_ci_low": ndcg.get("ci_low"),
@@ -49,7 +55,7 @@ def choose_model(result: EvaluationResult, configured_alpha: float | str) -> Mod
     }
     sweep = result.sweep.with_columns(chosen=pl.col("alpha") == alpha)
     return ModelChoice(alpha=alpha, source=info["alpha_source"], half_life_events=result.chosen_half_life_events,
-                       info=info, sweep=sweep)
+                       behavior=result.chosen_behavior, info=info, sweep=sweep)
 
 
 def sweep_plot(choice: ModelChoice) -> bytes:
@@ -73,7 +79,8 @@ def sweep_plot(choice: ModelChoice) -> bytes:
         ax.set_title(f"{label} ({choice.info['protocol']} split)")
         if ax.get_lines()[1:]:
             ax.legend(loc="best", fontsize=8)
-    fig.suptitle(f"Alpha sweep: alpha = {choice.alpha:g} ({choice.source})", fontsize=10)
+    fig.suptitle(f"Alpha sweep: alpha = {choice.alpha:g} ({choice.source}), behavioural model "
+                 f"{choice.behavior.label}", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
@@ -87,20 +94,27 @@ class GateResult:
     reasons: list[str]
     current: dict
     previous: dict | None
+    notes: list[str] = field(default_factory=list)
+    """What the gate could not compare, and why."""
 
 
 def quality_gate(current: dict, previous: dict | None, max_ndcg_drop: float,
                  min_coverage_ratio: float) -> GateResult:
     """Block publishing when test NDCG@10 falls by more than `max_ndcg_drop` (a fraction) against the last
-    published run, or coverage@10 drops below `min_coverage_ratio` of it. The first run always passes."""
-    reasons = []
-    if previous:
+    published run, or coverage@10 drops below `min_coverage_ratio` of it. The first run always passes, and
+    NDCG is not compared across protocols (a night whose choice moved to the other protocol's split)."""
+    reasons, notes = [], []
+    if previous and previous.get("protocol") and previous.get("protocol") != current.get("protocol"):
+        notes.append(f"test NDCG@10 not compared: measured on {current.get('protocol')} tonight, on "
+                     f"{previous.get('protocol')} in the last published run")
+    elif previous:
         before, now = previous.get("ndcg_at_10"), current.get("ndcg_at_10")
         if before and now is not None and now < before * (1.0 - max_ndcg_drop):
             reasons.append(f"test NDCG@10 fell from {before:.4f} to {now:.4f} "
                            f"({(before - now) / before:.0%} > {max_ndcg_drop:.0%} allowed)")
+    if previous:
         before, now = previous.get("coverage_at_10"), current.get("coverage_at_10")
         if before and now is not None and now < before * min_coverage_ratio:
             reasons.append(f"catalog coverage@10 collapsed from {before:.3f} to {now:.3f} "
                            f"(below {min_coverage_ratio:.0%} of the last published run)")
-    return GateResult(passed=not reasons, reasons=reasons, current=current, previous=previous)
+    return GateResult(passed=not reasons, reasons=reasons, current=current, previous=previous, notes=notes)

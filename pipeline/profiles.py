@@ -46,7 +46,14 @@ class InteractionMatrix:
     user_ids: list[str]
     product_ids: list[str]
     weights: sp.csr_matrix
-    """Recency-weighted interest of each user in each product (non-negative)."""
+    """Recency-weighted interest of each user in each product (non-negative): what content profiles and
+    evidence weigh."""
+    engagement: sp.csr_matrix
+    """What the behavioural model scores from, on the same entries as `weights`: 1 for every product the user
+    engaged with, times the sequence recency of their latest event with it when that is on. Behavioural
+    models are fitted to reproduce binary engagement from binary engagement; scored from the event-type and
+    day-weighted sums instead, EASE lost a third of its NDCG@10 on the sample's leave-last-out split
+    (0.233 -> 0.166, measured)."""
     excluded: sp.csr_matrix
     """1 where the user has an event of an excluded type (`InterestWeighting.excluded_events`) with the
     product: it is never recommended to them."""
@@ -82,28 +89,34 @@ def build_user_profiles(interactions: pl.DataFrame, product_ids: list[str], item
 def _weighted_pairs(interactions: pl.DataFrame,
                     weighting: InterestWeighting) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """One row per (user, product) logged: the summed, recency-decayed weight of its events, floored at zero,
-    and whether it is excluded (an event of an excluded type); sorted by user then product. Users and products are integer codes numbered
-    in id order, returned beside the rows (the user ids, the product ids): grouping on two integers instead
-    of two strings halves the time at 20M events (measured). Ages count back from each user's latest event."""
+    its engagement (the sequence recency of the latest of them, 1 when that is off) and whether it is excluded
+    (an event of an excluded type); sorted by user then product. Users and products are integer codes
+    numbered in id order, returned beside the rows (the user ids, the product ids): grouping on two integers
+    instead of two strings halves the time at 20M events (measured). Ages count back from each user's latest
+    event."""
     type_weight = pl.col("event_type").replace_strict(weighting.event_weights, return_dtype=pl.Float64)
     rating_scale = pl.when(pl.col("event_type") == "rating").then(pl.col("value") - RATING_MIDPOINT).otherwise(1.0)
     age_days = (pl.col("timestamp").max().over("user_id") - pl.col("timestamp")).dt.total_seconds() / 86400.0
+    most = -np.log2(DECAY_FLOOR)
+    sequence = pl.lit(1.0)
     half_lives = age_days / weighting.half_life_days
     if weighting.half_life_events:
         back = pl.col("timestamp").rank("ordinal", descending=True).over("user_id") - 1
         half_lives = half_lives + back / weighting.half_life_events
-    decay = pl.lit(0.5).pow(half_lives.clip(upper_bound=-np.log2(DECAY_FLOOR)))
+        sequence = pl.lit(0.5).pow((back / weighting.half_life_events).clip(upper_bound=most))
+    decay = pl.lit(0.5).pow(half_lives.clip(upper_bound=most))
     users = interactions.get_column("user_id").unique().sort()
     products = interactions.get_column("product_id").unique().sort()
     pairs = (
         interactions.lazy()
-        .with_columns(weight=type_weight * rating_scale * decay)  # in the log's order: ties rank by it
+        .with_columns(weight=type_weight * rating_scale * decay, sequence=sequence)  # ties rank by the log's order
         .join(pl.LazyFrame({"user_id": users, "user": pl.int_range(len(users), dtype=pl.UInt32, eager=True)}),
               on="user_id")
         .join(pl.LazyFrame({"product_id": products,
                             "product": pl.int_range(len(products), dtype=pl.UInt32, eager=True)}), on="product_id")
         .group_by("user", "product")
-        .agg(pl.col("weight").sum().clip(lower_bound=0.0), excluded=pl.col("event_type").is_in(list(weighting.excluded_events)).any())
+        .agg(pl.col("weight").sum().clip(lower_bound=0.0), engagement=pl.col("sequence").max(),
+             excluded=pl.col("event_type").is_in(list(weighting.excluded_events)).any())
         .sort("user", "product")
         .collect()
     )
@@ -120,11 +133,15 @@ def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
     located = pairs.with_columns(column=column_of.gather(pairs["product"])).drop_nulls("column")
     shape = (len(users), len(product_ids))
     rows, cols = located["user"].to_numpy().astype(np.int64), located["column"].to_numpy()
-    weights = sp.csr_matrix((located["weight"].to_numpy().astype(np.float32), (rows, cols)), shape=shape)
-    weights.eliminate_zeros()
+    weight = located["weight"].to_numpy().astype(np.float32)
+    engaged = weight > 0  # float32's zero: the two matrices share their entries
+    weights = sp.csr_matrix((weight[engaged], (rows[engaged], cols[engaged])), shape=shape)
+    engagement = sp.csr_matrix((located["engagement"].to_numpy().astype(np.float32)[engaged],
+                                (rows[engaged], cols[engaged])), shape=shape)
     seen = located["excluded"].to_numpy()
     excluded = sp.csr_matrix((np.ones(seen.sum(), dtype=np.float32), (rows[seen], cols[seen])), shape=shape)
-    return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights, excluded=excluded)
+    return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights,
+                             engagement=engagement, excluded=excluded)
 
 
 def user_profiles(matrix: InteractionMatrix, item_vectors: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Models scored side by side in offline evaluation, each scoring a block of users.
 
 - `PopularityRanker`: how many users engaged with each product; the same list for everyone.
-- `HybridRanker`: the production model (content profile + item co-occurrence, fused by alpha), with the
+- `HybridRanker`: the production model (content profile + a behavioural model, fused by alpha), with the
   same candidate pool and scaling as `pipeline.recommend`: scores of the pool, and of any other pair on
   demand, so any alpha is one mix away and nothing users x products is held.
 - `EaseRanker`: EASE (Steck, WWW 2019), a strong linear item-item reference with a closed form.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.behavior import ItemCooccurrence
+from pipeline.behavior import BehaviorSpec, ItemCooccurrence, ease_weights
 from pipeline.profiles import InteractionMatrix, profile_vectors
 from pipeline.recommend import fuse_scores, merge_candidates, scale_behavior, scale_content
 from pipeline.sparse import SparseLookup
@@ -41,14 +41,7 @@ class EaseRanker:
 
     def fit(self, matrix: InteractionMatrix) -> "EaseRanker":
         self.engaged_ = (matrix.weights > 0).astype(np.float32).tocsr()
-        # float32 halves the O(products^3) inverse; with lambda >= 10 added to the diagonal it is accurate far
-        # beyond what ranking needs.
-        gram = (self.engaged_.T @ self.engaged_).toarray().astype(np.float32)
-        gram[np.diag_indices_from(gram)] += self.l2
-        precision = np.linalg.inv(gram)
-        weights = -precision / np.diag(precision)
-        weights[np.diag_indices_from(weights)] = 0.0
-        self.weights_ = weights.astype(np.float32)
+        self.weights_ = ease_weights((self.engaged_.T @ self.engaged_).toarray().astype(np.float32), self.l2)
         return self
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
@@ -102,16 +95,18 @@ class HybridScores:
 class HybridRanker:
     candidates: int = 200
     neighbors_per_item: int = 100
+    behavior: BehaviorSpec = field(default_factory=BehaviorSpec)
     matrix_: InteractionMatrix = field(default=None, repr=False)
     item_vectors_: np.ndarray = field(default=None, repr=False)
     behavior_: ItemCooccurrence = field(default=None, repr=False)
 
     def fit(self, matrix: InteractionMatrix, item_vectors: np.ndarray,
             behavior: ItemCooccurrence | None = None) -> "HybridRanker":
-        """`behavior`: a co-occurrence model already fitted on the same users' engagement, to reuse."""
+        """`behavior`: the behavioural model already fitted on the same users' engagement, to reuse."""
         self.matrix_ = matrix
         self.item_vectors_ = np.ascontiguousarray(item_vectors, dtype=np.float32)
-        self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item).fit(matrix.weights, matrix.product_ids)
+        self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item, self.behavior).fit(
+            matrix.weights, matrix.product_ids)
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:
@@ -123,7 +118,7 @@ class HybridRanker:
         profiles = profile_vectors(self.matrix_.weights[rows], self.item_vectors_)
         excluded = SparseLookup(self.matrix_.excluded[rows])
         local = np.arange(len(rows))[:, None]
-        raw = SparseLookup(self.behavior_.score(self.matrix_.weights[rows]))
+        raw = SparseLookup(self.behavior_.score(self.matrix_.engagement[rows]))
         behavior_rows = raw.top_per_row(n, excluded=excluded)
         deepest = int(np.diff(excluded.matrix.indptr).max(initial=0))
         cosine_found, found, behavior_cosine = top_inner_products(profiles, self.item_vectors_, n + deepest,

@@ -147,7 +147,8 @@ class _BlockScorer:
         local = np.arange(len(rows))[:, None]
 
         # Behavioural candidates: each user's strongest usable scores, straight from the sparse scores.
-        raw = SparseLookup(self.behavior.score(weights))
+        engagement = self.matrix.engagement[rows]
+        raw = SparseLookup(self.behavior.score(engagement))
         behavior_rows = raw.top_per_row(n, columns_allowed=self.in_stock, excluded=excluded)
 
         # Content candidates: the nearest in-stock products, deep enough to drop the excluded products of the
@@ -175,8 +176,8 @@ class _BlockScorer:
         def picked(values: np.ndarray) -> np.ndarray:
             return np.take_along_axis(values, order, axis=1)[u_idx, r_idx].astype(np.float64)
 
-        evidence = _evidence(weights, self.item_vectors, self.similarity, np.where(chosen_valid, top, -1),
-                             settings.alpha)[u_idx, r_idx]
+        evidence = _evidence(weights, engagement, self.item_vectors, self.similarity,
+                             np.where(chosen_valid, top, -1), settings.alpha)[u_idx, r_idx]
         return pl.DataFrame({
             "user_id": self.user_ids.gather(rows[u_idx]),
             "rank": pl.Series((r_idx + 1).astype(np.int32)),
@@ -208,16 +209,17 @@ def merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behav
     return rows, np.where(rows >= 0, carried(words), 0.0)
 
 
-def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: SparseLookup, top: np.ndarray,
-              alpha: float) -> np.ndarray:
+def _evidence(weights: sp.csr_matrix, engagement: sp.csr_matrix, item_vectors: np.ndarray,
+              similarity: SparseLookup, top: np.ndarray, alpha: float) -> np.ndarray:
     """For each user (row) and recommended item (`top`, -1 pads): up to EVIDENCE_ITEMS history items whose
     share of the score is largest (-1 pads), from the user's EVIDENCE_HISTORY most weighted history items.
 
-    A history item i adds `w_i * cos(i, item)` to the content side and `w_i * sim(i, item)` to the
-    behavioural side; each side is scaled by its largest contribution, then the sides are mixed by alpha.
-    Ties go to the lower product row.
+    A history item i adds `w_i * cos(i, item)` to the content side and `e_i * W(i, item)` to the behavioural
+    side (its engagement times the behavioural model's weight, as the score sums them); each side is scaled
+    by its largest contribution, then the sides are mixed by alpha. Ties go to the lower product row.
     """
     history, w = SparseLookup(weights).strongest_per_row(EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
+    e = SparseLookup(engagement).get(np.arange(len(history))[:, None], history)  # 0 at the pads
     users, k, h = len(top), top.shape[1], history.shape[1]
     present = (top >= 0)[:, :, None] & (history >= 0)[:, None, :]  # users x K x H
     # Cosines and similarities for each user's real history items only (pads are most of the H slots).
@@ -227,7 +229,7 @@ def _evidence(weights: sp.csr_matrix, item_vectors: np.ndarray, similarity: Spar
     cosine[at_user, :, at_slot] = inner_products(item_vectors[items], item_vectors, top[at_user])
     similar[at_user, :, at_slot] = similarity.get(items[:, None], top[at_user])
     content = np.where(present, w[:, None, :] * cosine, 0.0)
-    behavioral = np.where(present, w[:, None, :] * similar, 0.0)
+    behavioral = np.where(present, e[:, None, :] * similar, 0.0)
     mixed = (1 - alpha) * _share(content) + alpha * _share(behavioral)
     mixed, best = best_first(np.where(present, mixed, -np.inf), np.broadcast_to(history[:, None, :], mixed.shape),
                              EVIDENCE_ITEMS)

@@ -75,13 +75,16 @@ HISTORY_TABLES: dict[str, dict[str, str]] = {
         "users": "BIGINT",
     },
     "eval_population": {"protocol": "VARCHAR", "split": "VARCHAR", "reason": "VARCHAR", "count": "BIGINT"},
-    "eval_tuning": {"half_life_events": "DOUBLE", "best_alpha": "DOUBLE", "validation_ndcg_at_10": "DOUBLE"},
+    "eval_tuning": {"protocol": "VARCHAR", "behavior_model": "VARCHAR", "half_life_events": "DOUBLE",
+                    "best_alpha": "DOUBLE", "validation_ndcg_at_10": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE",
+                    "users": "BIGINT"},
     "alpha_sweep": {
         "alpha": "DOUBLE", "split": "VARCHAR", "metric": "VARCHAR", "value": "DOUBLE", "ci_low": "DOUBLE",
         "ci_high": "DOUBLE", "users": "BIGINT", "chosen": "BOOLEAN",
     },
     "model_info": {
-        "model_type": "VARCHAR", "hybrid_alpha": "DOUBLE", "alpha_source": "VARCHAR",
+        "model_type": "VARCHAR", "behavior_model": "VARCHAR", "chosen_on": "VARCHAR", "hybrid_alpha": "DOUBLE",
+        "alpha_source": "VARCHAR",
         "validation_best_alpha": "DOUBLE", "recency_half_life_events": "DOUBLE", "protocol": "VARCHAR", "hit_at_10": "DOUBLE",
         "hit_at_10_ci_low": "DOUBLE", "hit_at_10_ci_high": "DOUBLE", "ndcg_at_10": "DOUBLE",
         "ndcg_at_10_ci_low": "DOUBLE", "ndcg_at_10_ci_high": "DOUBLE", "coverage_at_10": "DOUBLE",

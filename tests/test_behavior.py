@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipeline.behavior import ItemCooccurrence
+from pipeline.behavior import EASE_NEIGHBORS_FACTOR, BehaviorSpec, ItemCooccurrence, ease_weights
 
 
 def checkerboard() -> sp.csr_matrix:
@@ -56,3 +56,64 @@ def test_pairs_table_names_products():
     pairs = ItemCooccurrence().fit(checkerboard(), ["a", "b", "c", "d"]).pairs()
     assert set(zip(pairs["product_id"], pairs["neighbor_id"])) == {("a", "b"), ("b", "a"), ("c", "d"), ("d", "c")}
     assert pairs["co_count"].to_list() == [2, 2, 2, 2]
+
+
+def test_rp3beta_is_the_two_step_walk_discounted_by_popularity():
+    # Item 0: users 0,1,2; item 1: user 0; item 2: users 0,1. User 0 has 3 products, user 1 two, user 2 one.
+    weights = sp.csr_matrix(np.array([[1, 1, 1], [1, 0, 1], [1, 0, 0]], dtype=np.float32))
+    beta = 0.5
+    model = ItemCooccurrence(spec=BehaviorSpec("rp3beta", beta)).fit(weights, ["x", "y", "z"])
+    walk = model.similarity_.toarray()
+    # From item 0 (3 users) to item 2 (2 users): users 0 and 1 lead there, each splitting over their products.
+    assert walk[0, 2] == pytest.approx((1 / 3) * (1 / 3 + 1 / 2) / 2 ** beta)
+    assert walk[2, 1] == pytest.approx((1 / 2) * (1 / 3) / 1 ** beta)
+    assert np.all(np.diag(walk) == 0)
+    assert model.co_counts_.toarray()[0, 2] == 2  # the users behind the weight, for explanations
+
+
+def test_a_larger_beta_demotes_popular_products():
+    rng = np.random.default_rng(1)
+    weights = sp.csr_matrix((rng.random((300, 40)) < np.linspace(0.02, 0.6, 40)).astype(np.float32))
+    popularity = np.asarray(weights.sum(axis=0)).ravel()
+
+    def mean_popularity_of_top(beta):
+        model = ItemCooccurrence(neighbors_per_item=5, spec=BehaviorSpec("rp3beta", beta)).fit(weights, list("x" * 40))
+        return popularity[model.similarity_.indices].mean()
+
+    assert mean_popularity_of_top(0.8) < mean_popularity_of_top(0.0)
+
+
+def test_ease_keeps_the_dense_models_strongest_weights():
+    rng = np.random.default_rng(2)
+    weights = sp.csr_matrix((rng.random((200, 30)) < 0.2).astype(np.float32))
+    model = ItemCooccurrence(neighbors_per_item=3, spec=BehaviorSpec("ease", 50.0)).fit(weights, [str(i) for i in range(30)])
+    gram = (weights.T @ weights).toarray()
+    dense = ease_weights(gram, 50.0)
+    kept = model.similarity_
+    assert np.diff(kept.indptr).max() <= 3 * EASE_NEIGHBORS_FACTOR
+    for item in range(30):
+        row = kept.getrow(item)
+        assert np.allclose(row.data, dense[item, row.indices], atol=1e-6)  # the model's own weights
+        assert np.abs(row.data).min() >= np.sort(np.abs(dense[item]))[-len(row.data)] - 1e-6  # its largest
+    assert np.array_equal(model.co_counts_.toarray()[kept.nonzero()], gram[kept.nonzero()])
+
+
+def test_ease_weights_reconstruct_engagement_better_than_nothing():
+    # EASE is the least-squares fit of X from X with a zero diagonal: it must beat predicting zeros.
+    rng = np.random.default_rng(3)
+    blocks = np.kron(np.eye(4), np.ones((25, 5)))  # four groups of users, each with five products
+    engaged = ((blocks + 0.05 * rng.random(blocks.shape)) > 0.5).astype(np.float32)
+    engaged[rng.random(engaged.shape) < 0.2] = 0
+    b = ease_weights(engaged.T @ engaged, 10.0)
+    assert np.all(np.diag(b) == 0)
+    assert np.linalg.norm(engaged - engaged @ b) < 0.6 * np.linalg.norm(engaged)
+
+
+@pytest.mark.parametrize("label, kind, strength", [("cosine", "cosine", None), ("rp3beta", "rp3beta", 0.5),
+                                                    ("rp3beta:0.2", "rp3beta", 0.2), ("ease:100", "ease", 100.0)])
+def test_behavior_labels_round_trip(label, kind, strength):
+    spec = BehaviorSpec.parse(label)
+    assert (spec.kind, spec.strength) == (kind, strength)
+    assert BehaviorSpec.parse(spec.label) == spec
+    with pytest.raises(ValueError, match="unknown behavioural model"):
+        BehaviorSpec.parse("slim")

@@ -44,8 +44,9 @@ def random_shop(seed: int, n_users: int, n_items: int, density: float, out_of_st
     purchased = weights.copy()
     purchased.data = (rng.random(purchased.nnz) < 0.5).astype(np.float32)
     purchased.eliminate_zeros()
+    engagement = (weights > 0).astype(np.float32)
     matrix = InteractionMatrix([f"u{u}" for u in range(n_users)], [f"p{i}" for i in range(n_items)],
-                               weights, purchased)
+                               weights, engagement, purchased)
     in_stock = rng.random(n_items) >= out_of_stock
     return matrix, vectors, in_stock
 

@@ -60,6 +60,10 @@ export interface SimilarProducts {
 
 export interface ModelInfo {
   model_type?: string;
+  /** The behavioural side of the fusion: "cosine", "rp3beta:0.3", "ease:100", … */
+  behavior_model?: string | null;
+  /** Where the model was chosen, and why there, in a sentence. */
+  chosen_on?: string | null;
   hybrid_alpha?: number;
   alpha_source?: string;
   validation_best_alpha?: number | null;

@@ -49,6 +49,7 @@ export function ModelPage() {
 function Summary({ info }: { info: ModelInfo }) {
   const source = info.alpha_source === "auto" ? "chosen on validation NDCG@10" : "set in config.json";
   const items: [string, string][] = [
+    ["Behavioural model", behaviorName(info.behavior_model)],
     ["alpha", `${info.hybrid_alpha?.toFixed(2) ?? "–"} (${source})`],
     ["Hit@10 (test)", withInterval(info.hit_at_10, info.hit_at_10_ci_low, info.hit_at_10_ci_high)],
     ["NDCG@10 (test)", withInterval(info.ndcg_at_10, info.ndcg_at_10_ci_low, info.ndcg_at_10_ci_high)],
@@ -57,15 +58,32 @@ function Summary({ info }: { info: ModelInfo }) {
     ["Protocol", info.protocol === "temporal" ? "global temporal split" : info.protocol ?? "–"],
   ];
   return (
-    <dl className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="model-summary">
-      {items.map(([label, value]) => (
-        <div key={label} className="rounded-xl border border-slate-200 bg-white p-4">
-          <dt className="text-sm text-slate-500">{label}</dt>
-          <dd className="mt-1 text-lg font-semibold">{value}</dd>
-        </div>
-      ))}
-    </dl>
+    <div className="space-y-2">
+      <dl className="grid grid-cols-1 gap-3 sm:grid-cols-2 lg:grid-cols-3" data-testid="model-summary">
+        {items.map(([label, value]) => (
+          <div key={label} className="rounded-xl border border-slate-200 bg-white p-4">
+            <dt className="text-sm text-slate-500">{label}</dt>
+            <dd className="mt-1 text-lg font-semibold">{value}</dd>
+          </div>
+        ))}
+      </dl>
+      {info.chosen_on && (
+        <p className="text-sm text-slate-600" data-testid="model-chosen-on">
+          Behavioural model, recency and alpha {info.chosen_on}.
+        </p>
+      )}
+    </div>
   );
+}
+
+/** "rp3beta:0.3" as a reader knows it. */
+export function behaviorName(label: string | null | undefined): string {
+  if (!label) return "–";
+  const [kind, strength] = label.split(":");
+  if (kind === "ease") return `EASE (lambda ${strength})`;
+  if (kind === "rp3beta") return `RP3beta (beta ${strength})`;
+  if (kind === "cosine") return "item-item cosine";
+  return label;
 }
 
 function ModelTable({ metrics, protocol, alpha }: { metrics: EvalMetric[]; protocol: string; alpha: number | null }) {
