@@ -85,7 +85,7 @@ class EvaluationConfig:
     max_users: int = 10_000
     """Users scored per split at most: a larger shop is evaluated on a fixed random sample of this many
     (models still learn from everyone); the intervals say how precise that is. 0: everyone."""
-    ease_max_products: int = 3_000
+    ease_max_products: int = 5_000
     """EASE needs a dense products x products inverse; above this many products it is left out."""
     gate_max_ndcg_drop: float = 0.2
     """Do not publish when test NDCG@10 falls by more than this fraction against the last published run."""

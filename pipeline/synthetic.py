@@ -189,6 +189,9 @@ class ShopSize:
     users: int = 1200
     days: int = 120
     mean_sessions_per_user: float = 9.0
+    active_days: int | None = None
+    """When set, each user is active only within a window of this many days placed at random in the span (a
+    shop over years whose users came and went); None: from a random first day to the span's end."""
     seed: int = 20261126
 
     @classmethod
@@ -348,9 +351,13 @@ def _simulate_users(catalog: CatalogModel, first: int, n_users: int, size: ShopS
     user_price = rng.integers(3, size=n_users)
     # A long-tailed activity level: many light users, a few heavy ones, some with one session.
     sessions = np.maximum(1, rng.lognormal(np.log(size.mean_sessions_per_user), SESSIONS_SPREAD, size=n_users).astype(np.int64))
-    first_day = rng.uniform(0, size.days * 0.7, size=n_users)
     user = np.repeat(np.arange(n_users), sessions)
-    start = rng.uniform(first_day[user], size.days)
+    if size.active_days is None:
+        first_day = rng.uniform(0, size.days * 0.7, size=n_users)
+        start = rng.uniform(first_day[user], size.days)
+    else:
+        first_day = rng.uniform(0, size.days - size.active_days, size=n_users)
+        start = rng.uniform(first_day[user], first_day[user] + size.active_days)
 
     # The session's first product: popularity-driven noise (a gift, a trend) or the user's tastes.
     noise = rng.random(len(user)) < 0.12
@@ -526,9 +533,11 @@ def main() -> None:
                         help="about how many events to write (default: what the users' activity gives)")
     parser.add_argument("--days", type=int, default=ShopSize.days)
     parser.add_argument("--seed", type=int, default=ShopSize.seed)
+    parser.add_argument("--active-days", type=int, default=None,
+                        help="each user active within a window of this many days (a shop over years)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shape = dict(days=args.days, seed=args.seed)
+    shape = dict(days=args.days, seed=args.seed, active_days=args.active_days)
     size = (ShopSize.with_events(args.users, args.products, args.events, **shape) if args.events
             else ShopSize(products=args.products, users=args.users, **shape))
     write_shop(args.out, size)

@@ -15,7 +15,8 @@ from pipeline.evaluation import (
     sampled_rank, temporal_splits,
 )
 from pipeline.experiment import EvaluationSettings, ScoringSettings, evaluate
-from pipeline.model_choice import quality_gate
+from pipeline.behavior import BehaviorSpec
+from pipeline.model_choice import choose_model, quality_gate
 from pipeline.profiles import InterestWeighting
 
 WEIGHTS = {"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0}
@@ -166,3 +167,32 @@ def test_gate_blocks_a_regression_and_passes_the_first_run():
     assert not dropped.passed and "NDCG@10 fell from 0.1000 to 0.0500" in dropped.reasons[0]
     collapsed = quality_gate({"ndcg_at_10": 0.10, "coverage_at_10": 0.1}, previous, 0.2, 0.5)
     assert not collapsed.passed and "coverage" in collapsed.reasons[0]
+
+
+def test_a_validation_window_too_small_to_choose_on_hands_the_choice_to_the_other_protocol():
+    # Ten years, each user active for two months of them: the temporal windows at the end hold a handful of
+    # users, while every user has a last purchase for leave-last-out.
+    from pipeline.synthetic import ShopSize, generate_shop
+
+    products, log = generate_shop(ShopSize(products=150, users=400, days=3650, active_days=60, seed=3))
+    log = log.with_columns(timestamp=pl.col("timestamp").str.to_datetime(time_zone="UTC"))
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(products.height, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    scoring = ScoringSettings(weighting=InterestWeighting({"view": 1.0, "cart": 3.0, "purchase": 5.0, "rating": 1.0}),
+                              candidates=50, neighbors_per_item=20,
+                              behavior_options=(BehaviorSpec("rp3beta", 0.2), BehaviorSpec("ease")))
+    settings = EvaluationSettings(bootstrap_resamples=50, ease_l2=(10.0, 100.0))
+    result = evaluate(log, products["product_id"].to_list(), vectors, scoring, settings, progress=False)
+    temporal_users = result.tuning.filter(pl.col("protocol") == "temporal")["users"].max()
+    assert temporal_users < 60
+    assert result.choice_protocol == "leave_last_out"
+    assert "too few to choose on" in result.choice_reason and f"{temporal_users} users" in result.choice_reason
+    info = choose_model(result, "auto").info
+    assert info["protocol"] == "leave_last_out" and info["chosen_on"] == result.choice_reason
+    assert info["behavior_model"] == result.chosen_behavior.label
+    # model_info reports the test split of the protocol that chose
+    test = result.metrics.filter((pl.col("protocol") == "leave_last_out") & (pl.col("split") == "test")
+                                 & (pl.col("model") == "hybrid") & (pl.col("alpha") == result.chosen_alpha)
+                                 & (pl.col("metric") == "ndcg") & (pl.col("k") == 10) & (pl.col("segment") == "all"))
+    assert info["ndcg_at_10"] == pytest.approx(test["value"][0])
