@@ -17,6 +17,7 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from pipeline.datasets import load_dataset
 from pipeline.embeddings import embed_products
 from pipeline.evaluation import METRICS
 from pipeline.experiment import EvaluationResult, evaluate, evaluation_settings, scoring_settings
+from pipeline.behavior import BehaviorSpec
 from pipeline.ingest import read_catalog, read_event_log
 from pipeline.synthetic import ShopSize, generate_shop
 
@@ -88,6 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="a name in bench/datasets.json, 'sample' or 'long-span'")
     parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: config)")
+    parser.add_argument("--each-behavior", default="",
+                        help="also evaluate the hybrid with each of these behavioural models pinned (comma-separated, "
+                             "e.g. cosine,rp3beta:0.2,rp3beta:0.5,ease) and print their test NDCG@10 side by side")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     config = load_settings()
@@ -132,6 +137,45 @@ def main() -> None:
     print(f"elapsed: load {loaded - started:.1f} s, embeddings {embedded - loaded:.1f} s "
           f"({embeddings.encoded} encoded, {embeddings.cached} cached), evaluation {done - embedded:.1f} s, "
           f"total {done - started:.1f} s on {os.cpu_count()} cores ({platform.processor() or platform.machine()})")
+    if args.each_behavior:
+        print()
+        print(behavior_table(args.dataset, interactions, embeddings, config, settings, protocols, result,
+                             [BehaviorSpec.parse(label) for label in args.each_behavior.split(",")]))
+
+
+def behavior_table(name, interactions, embeddings, config, settings, protocols, auto, specs) -> str:
+    """Each behavioural model pinned in turn (half-life and alpha still chosen on validation), its test NDCG@10
+    on every protocol with 95% intervals, beside the nightly's own choice ("auto") and EASE."""
+    header = ["behavioural model"] + [f"{p} test NDCG@10" for p in protocols] + ["alpha, half-life", "evaluation s"]
+    lines = [f"### {name}: each behavioural model, hybrid tuned on validation", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
+    def cells(result: EvaluationResult, model: str, alpha) -> list[str]:
+        out = []
+        for protocol in protocols:
+            row = result.metrics.filter(
+                (pl.col("protocol") == protocol) & (pl.col("split") == "test") & (pl.col("model") == model)
+                & ((pl.col("alpha") == alpha) if alpha is not None else pl.col("alpha").is_null())
+                & (pl.col("metric") == "ndcg") & (pl.col("k") == 10) & (pl.col("segment") == "all"))
+            out.append("—" if row.is_empty() else
+                       "{value:.4f} [{ci_low:.4f}, {ci_high:.4f}]".format(**row.row(0, named=True)))
+        return out
+
+    for spec in specs:
+        if spec.kind == "ease" and len(embeddings.product_ids) > settings.ease_max_products:
+            lines.append(f"| {spec.label} | " + " | ".join("too many products" for _ in protocols) + " | — | — |")
+            continue
+        scoring = replace(scoring_settings(config), behavior=spec, behavior_options=None)
+        started = time.perf_counter()
+        pinned = evaluate(interactions, embeddings.product_ids, embeddings.vectors, scoring, settings, progress=False)
+        seconds = time.perf_counter() - started
+        lines.append(f"| {spec.label} | " + " | ".join(cells(pinned, "hybrid", pinned.chosen_alpha))
+                     + f" | {pinned.chosen_alpha:g}, {pinned.chosen_half_life_events or 0:g} | {seconds:.0f} |")
+    lines.append(f"| **auto: {auto.chosen_behavior.label}** (the nightly's choice) | "
+                 + " | ".join(cells(auto, "hybrid", auto.chosen_alpha))
+                 + f" | {auto.chosen_alpha:g}, {auto.chosen_half_life_events or 0:g} | — |")
+    lines.append("| EASE reference (lambda tuned on validation) | " + " | ".join(cells(auto, "ease", None)) + " | — | — |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

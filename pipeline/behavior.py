@@ -82,11 +82,10 @@ class ItemCooccurrence:
 
     def fit(self, weights: sp.csr_matrix, product_ids: list[str]) -> "ItemCooccurrence":
         """Learn from a users x products matrix of interest weights (any positive entry counts once)."""
+        return fit_behaviors(weights, product_ids, [self.spec], self.neighbors_per_item)[self.spec.label]
+
+    def _learned(self, product_ids: list[str], n: int, rows, columns, values, co) -> "ItemCooccurrence":
         self.product_ids_ = list(product_ids)
-        engaged = (weights > 0).astype(np.float32).tocsr()
-        n = engaged.shape[1]
-        fit = _fit_ease if self.spec.kind == "ease" else _fit_sparse
-        rows, columns, values, co = fit(engaged, self.spec, self.neighbors_per_item)
         self.similarity_ = sp.csr_matrix((np.asarray(values, dtype=np.float32), (rows, columns)), (n, n))
         self.co_counts_ = sp.csr_matrix((np.asarray(co, dtype=np.float32), (rows, columns)), (n, n))
         return self
@@ -111,39 +110,67 @@ class ItemCooccurrence:
         return pairs.sort(["product_id", "similarity"], descending=[False, True]) if ranked else pairs
 
 
-def _fit_sparse(engaged: sp.csr_matrix, spec: BehaviorSpec, neighbors: int) -> tuple[np.ndarray, ...]:
-    """cosine or rp3beta: co-engagement is counted for a block of products at a time (one block per core) and
-    cut to each product's neighbours before the next, so the full products x products counts (hundreds of
-    millions of pairs at a million users) are never held."""
+def fit_behaviors(weights: sp.csr_matrix, product_ids: list[str], specs: list[BehaviorSpec],
+                  neighbors: int) -> dict[str, ItemCooccurrence]:
+    """Models of each of `specs`, by label, learned from one users x products matrix of interest weights (any
+    positive entry counts once); the sparse kinds share one pass over the co-engagement counts, so trying two
+    betas costs little more than one."""
+    engaged = (weights > 0).astype(np.float32).tocsr()
+    n = engaged.shape[1]
+    sparse = [spec for spec in specs if spec.kind != "ease"]
+    learned = {}
+    if sparse:
+        for spec, parts in zip(sparse, _fit_sparse(engaged, sparse, neighbors)):
+            learned[spec.label] = ItemCooccurrence(neighbors, spec)._learned(product_ids, n, *parts)
+    for spec in specs:
+        if spec.kind == "ease":
+            learned[spec.label] = ItemCooccurrence(neighbors, spec)._learned(
+                product_ids, n, *_fit_ease(engaged, spec, neighbors))
+    return learned
+
+
+def _fit_sparse(engaged: sp.csr_matrix, specs: list[BehaviorSpec], neighbors: int) -> list[tuple[np.ndarray, ...]]:
+    """cosine and rp3beta models, one (rows, columns, weights, co-counts) per spec: co-engagement is counted for
+    a block of products at a time (one block per core) and cut to each model's neighbours before the next, so
+    the full products x products counts (hundreds of millions of pairs at a million users) are never held."""
     by_product = engaged.T.tocsr()
     users_per_item = np.asarray(engaged.sum(axis=0)).ravel()
     n = engaged.shape[1]
-    if spec.kind == "rp3beta":
+    walks = any(spec.kind == "rp3beta" for spec in specs)
+    if walks:
         # The walk's user step: each user's products share the user's probability mass.
         products_per_user = np.asarray(engaged.sum(axis=1)).ravel()
-        stepped = sp.diags(1.0 / np.maximum(products_per_user, 1.0)).astype(np.float32) @ engaged
-        stepped = stepped.tocsr()
-        penalty = np.power(np.maximum(users_per_item, 1.0), -spec.strength)
+        stepped = (sp.diags(1.0 / np.maximum(products_per_user, 1.0)).astype(np.float32) @ engaged).tocsr()
+    # Each rp3beta's popularity discount of a recommended product, users(j) ** -beta.
+    discount = {spec.label: np.power(np.maximum(users_per_item, 1.0), -spec.strength) for spec in specs
+                if spec.kind == "rp3beta"}
 
-    def neighbours(first: int) -> tuple[np.ndarray, ...]:
+    def neighbours(first: int) -> list[tuple[np.ndarray, ...]]:
         rows_of_block = by_product[first:first + PRODUCTS_PER_BLOCK]
         counts = rows_of_block @ engaged
         counts.sort_indices()
         counts = counts.tocoo()
-        rows = counts.row.astype(np.int64) + first
-        if spec.kind == "rp3beta":
+        rows, columns = counts.row.astype(np.int64) + first, counts.col.astype(np.int64)
+        other = (rows != columns) & (counts.data > 0)  # a product is not its own neighbour
+        if walks:
             walk = rows_of_block @ stepped  # the same sparsity pattern as the counts (positive entries)
             walk.sort_indices()
-            weight = walk.tocoo().data / users_per_item[rows] * penalty[counts.col]
-        else:
-            weight = counts.data / np.sqrt(users_per_item[rows] * users_per_item[counts.col])
-        other = (rows != counts.col) & (counts.data > 0)  # a product is not its own neighbour
-        rows, columns, co, weight = rows[other], counts.col[other].astype(np.int64), counts.data[other], weight[other]
-        best = top_entries(rows, weight, columns, n, neighbors)
-        return rows[best], columns[best], weight[best], co[best]
+            walked = walk.tocoo().data[other] / users_per_item[rows[other]]
+        rows, columns, co = rows[other], columns[other], counts.data[other]
+        found = []
+        for spec in specs:
+            if spec.kind == "rp3beta":
+                weight = walked * discount[spec.label][columns]
+            else:
+                weight = co / np.sqrt(users_per_item[rows] * users_per_item[columns])
+            best = top_entries(rows, weight, columns, n, neighbors)
+            found.append((rows[best], columns[best], weight[best], co[best]))
+        return found
 
     kept = list(in_parallel(neighbours, range(0, n, PRODUCTS_PER_BLOCK)))
-    return tuple(np.concatenate(parts) for parts in zip(*kept)) if kept else (np.zeros(0, dtype=np.int64),) * 4
+    empty = (np.zeros(0, dtype=np.int64),) * 4
+    return [tuple(np.concatenate(parts) for parts in zip(*(block[i] for block in kept))) if kept else empty
+            for i in range(len(specs))]
 
 
 def _fit_ease(engaged: sp.csr_matrix, spec: BehaviorSpec, neighbors: int) -> tuple[np.ndarray, ...]:

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from pipeline.config import Settings
-from pipeline.behavior import BehaviorSpec, ItemCooccurrence
+from pipeline.behavior import BehaviorSpec, ItemCooccurrence, fit_behaviors
 from pipeline.evaluation import (
     Split, bootstrap_intervals, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sample_users,
     sampled_metrics, sampled_rank, temporal_splits,
@@ -41,6 +41,9 @@ CHOICE_MARGIN = 0.25
 this share of the incumbent's 95% interval width (about half a standard error) to replace it: configurations
 are compared on the same users, but a dozen of them and eleven alphas each leave room for a winner by noise
 (on the sample a half-life of 10 "won" by 0.001 and lost 12% on test)."""
+MIN_CHOICE_USERS = 30
+"""Fewer validation users than this are too few to choose on whatever their interval says (a bootstrap over
+eight users who all hit has an interval of zero width)."""
 CHOICE_MAX_RELATIVE_WIDTH = 1.0
 """A validation split is too small to choose on when the 95% interval of its best configuration's NDCG@10 is
 wider than the estimate itself (worse than about +-50%): with a few dozen users a choice there is mostly noise
@@ -166,12 +169,11 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
     if choice.too_small and len(settings.protocols) > 1:
         fallback = _tune(splits[settings.protocols[1]][0], product_ids, item_vectors, scoring, settings, progress)
         tunings.append(fallback)
-        if fallback.relative_width < choice.relative_width:
+        if not fallback.too_small and fallback.relative_width < choice.relative_width:
             reason = (f"chosen on {fallback.protocol} validation ({fallback.users} users): {primary} validation's "
-                      f"{choice.users} users were too few to choose on (NDCG@10 interval "
-                      f"{choice.interval_text} wider than the estimate)")
+                      f"{choice.users} users were too few to choose on (NDCG@10 {choice.interval_text})")
             choice = fallback
-    chosen = choice.scoring
+    chosen = replace(choice.scoring, behavior_options=None)  # nothing left to choose on the test splits
     metrics, population = [], []
     for protocol, (valid, test) in splits.items():
         tuned = next((t for t in tunings if t.protocol == protocol), None)
@@ -248,8 +250,8 @@ class Tuning:
 
     @property
     def too_small(self) -> bool:
-        """Too few users to tell configurations apart (`CHOICE_MAX_RELATIVE_WIDTH`)."""
-        return self.relative_width > CHOICE_MAX_RELATIVE_WIDTH
+        """Too few users to tell configurations apart (`MIN_CHOICE_USERS`, `CHOICE_MAX_RELATIVE_WIDTH`)."""
+        return self.users < MIN_CHOICE_USERS or self.relative_width > CHOICE_MAX_RELATIVE_WIDTH
 
     @property
     def interval_text(self) -> str:
@@ -391,6 +393,15 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
                             shape=(len(users), n_items))
     negatives = _sample_negatives(matrix, rows, targets, settings.sampled_negatives, settings.seed)
 
+    if reused is None:
+        # The sparse options still to try on this split share one pass over its co-engagement counts.
+        family = [scoring.behavior, *(option for option in scoring.behavior_options or ()
+                                      if option.kind != "ease" and option != scoring.behavior
+                                      and (fitted is None or option.label not in fitted.behaviors))]
+        models = fit_behaviors(matrix.weights, product_ids, family, scoring.neighbors_per_item)
+        reused = models.pop(scoring.behavior.label)
+    else:
+        models = {}
     hybrid = HybridRanker(scoring.candidates, scoring.neighbors_per_item, scoring.behavior).fit(
         matrix, item_vectors, reused)
     popularity = PopularityRanker().fit(matrix) if baselines else None
@@ -470,6 +481,8 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
               if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
     fitted = fitted or SplitFit({}, np.asarray((matrix.weights > 0).sum(axis=0)).ravel(), len(matrix.user_ids))
     fitted.behaviors.setdefault(scoring.behavior.label, hybrid.behavior_)
+    for label, model in models.items():
+        fitted.behaviors.setdefault(label, model)
     frame = _metric_rows(split, ranked, targets, pair_users, pair_items, fitted, matrix, rows, settings, segments)
     return frame, chosen_l2, fitted
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import PROJECT_ROOT
+from checks import assert_same_lists
 from pipeline.behavior import ItemCooccurrence
 from pipeline.buckets import bucket_by_bucket, split_by_bucket, user_buckets
 from pipeline.profiles import InterestWeighting, build_user_profiles, interaction_matrix
@@ -109,11 +110,7 @@ def test_lists_made_bucket_by_bucket_are_the_lists_made_in_one_piece(seed, n_use
 
     whole = lists(events)
     merged = pl.concat([lists(part) for part in split_by_bucket(events, buckets).values()])
-    keys = ["user_id", "rank"]
-    whole, merged = whole.sort(keys), merged.sort(keys)
-    floats = ["score", "content_score", "behavior_score", "content_similarity"]
-    assert merged.drop(floats).equals(whole.drop(floats))
-    assert np.allclose(merged.select(floats).to_numpy(), whole.select(floats).to_numpy(), atol=1e-6)
+    assert_same_lists(merged, whole)
 
 
 @settings(max_examples=50, deadline=None)

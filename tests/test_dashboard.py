@@ -234,6 +234,12 @@ def test_the_model_page_draws_the_alpha_sweep_and_the_test_metrics(page, sample_
     summary = page.get_by_test_id("model-summary")
     expect(summary).to_contain_text(f"{alpha:.2f} (chosen on validation NDCG@10)")
     expect(summary).to_contain_text(f"{hit:.3f} [{low:.3f}, {high:.3f}]")
+    behavior, chosen_on = published(sample_run.warehouse, "SELECT behavior_model, chosen_on FROM model_info")[0]
+    kind, _, strength = behavior.partition(":")
+    named = {"ease": f"EASE (lambda {strength})", "rp3beta": f"RP3beta (beta {strength})",
+             "cosine": "item-item cosine"}[kind]
+    expect(summary).to_contain_text(named)  # which behavioural model the lists use
+    expect(page.get_by_test_id("model-chosen-on")).to_contain_text(chosen_on)
     # the numbers behind the chart, and the models compared on the test split
     page.get_by_text("Show the numbers").click()
     rows = page.get_by_test_id("sweep-table").get_by_role("row")
