@@ -80,6 +80,8 @@ class SizeResult:
     """The incremental night after the cold one (`--incremental`)."""
     plan: dict[str, int] = field(default_factory=dict)
     """What the incremental night found: users recomputed, products changed and encoded."""
+    behavior_fit: tuple[str, float] | None = None
+    """The behavioural model the night chose and the seconds its fit took (inside `behavior_model`)."""
 
 
 def shop_input(name: str) -> tuple[Path, ShopSize]:
@@ -167,6 +169,7 @@ def run_nightly(name: str, input_dir: Path, job: str = "nightly") -> tuple[SizeR
     users, products, events = SIZES[name]
     result = SizeResult(name, users, products, events, run_seconds=seconds, run_peak_mb=usage.ru_maxrss / 1024)
     result.assets = asset_figures(home, job)
+    result.behavior_fit = behavior_fit(home, job)
     # Each asset restarts the kernel's high-water mark (pipeline.memory.reset_peak_rss), which is also what
     # the exit status's ru_maxrss reads: that is the last asset's peak, so the run's is the highest of all.
     result.run_peak_mb = max([result.run_peak_mb, *(peak for _, peak in result.assets.values())])
@@ -215,6 +218,21 @@ def asset_figures(home: Path, job: str = "nightly") -> dict[str, tuple[float, fl
             total, highest = figures.get(name, (0.0, 0.0))
             figures[name] = (total + seconds, max(highest, peak))
     return figures
+
+
+def behavior_fit(home: Path, job: str) -> tuple[str, float] | None:
+    """The newest `job` run's behavioural model and its fitting seconds (the `behavior_model` asset's metadata;
+    None on a night that did not fit one)."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    for run in instance.get_runs(dg.RunsFilter(job_name=job), limit=1):
+        for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+            materialization = entry.dagster_event.event_specific_data.materialization
+            metadata = materialization.metadata
+            if materialization.asset_key.to_user_string() == "behavior_model" and "fitting_seconds" in metadata:
+                return str(metadata["behavior_model"].value), float(metadata["fitting_seconds"].value)
+    return None
 
 
 def stored_output(home: Path, asset: str):
@@ -328,6 +346,9 @@ def table(results: list[SizeResult]) -> str:
         [(without_embeddings(r), max((m for a, (_, m) in r.assets.items() if a != EMBEDDINGS), default=0.0))
          for r in results])
     row("whole run (command wall time, process peak)", [(r.run_seconds, r.run_peak_mb) for r in results])
+    fits = [f"{r.behavior_fit[1]:,.1f} s ({r.behavior_fit[0]})" if r.behavior_fit else "-" for r in results]
+    lines.append("| " + " | ".join(["behavioural model fit, inside behavior_model (the chosen kind)", *fits,
+                                     *[""] * (len(results) - 1)]) + " |")
     lines.append("")
     header = ["top-K scoring, every user"] + sizes + [f"growth {a.name}->{b.name}" for a, b in zip(results, results[1:])]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
