@@ -26,7 +26,7 @@ def behavior_model(context: dg.AssetExecutionContext, settings: ShopSettings, pr
         weighting = config.interest_weighting(alpha_sweep.half_life_events)
         matrix = interaction_matrix(interactions, products["product_id"].to_list(), weighting)
         fitted = ItemCooccurrence(neighbors_per_item=model.neighbors_per_item, spec=alpha_sweep.behavior).fit(
-            matrix.weights, matrix.product_ids)
+            matrix.engagement, matrix.product_ids)
         fitting_seconds = round(time.perf_counter() - started, 2)
         pairs = fitted.pairs()
         meta.update(frame_metadata(pairs), products_with_neighbors=pairs["product_id"].n_unique(),

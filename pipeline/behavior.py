@@ -81,7 +81,8 @@ class ItemCooccurrence:
     """The product of each row and column."""
 
     def fit(self, weights: sp.csr_matrix, product_ids: list[str]) -> "ItemCooccurrence":
-        """Learn from a users x products matrix of interest weights (any positive entry counts once)."""
+        """Learn from a users x products matrix of engagement (`InteractionMatrix.engagement`) or interest weights:
+        any positive entry counts once."""
         return fit_behaviors(weights, product_ids, [self.spec], self.neighbors_per_item)[self.spec.label]
 
     def _learned(self, product_ids: list[str], n: int, rows, columns, values, co) -> "ItemCooccurrence":

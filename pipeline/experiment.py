@@ -398,7 +398,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
         family = [scoring.behavior, *(option for option in scoring.behavior_options or ()
                                       if option.kind != "ease" and option != scoring.behavior
                                       and (fitted is None or option.label not in fitted.behaviors))]
-        models = fit_behaviors(matrix.weights, product_ids, family, scoring.neighbors_per_item)
+        models = fit_behaviors(matrix.engagement, product_ids, family, scoring.neighbors_per_item)
         reused = models.pop(scoring.behavior.label)
     else:
         models = {}
@@ -479,7 +479,7 @@ def _run_split(split: Split, product_ids: list[str], item_vectors: np.ndarray, s
     chosen_l2 = _best_ease(ranked, ease_l2, targets, settings) if len(ease_models) > 1 else ease_l2[0]
     ranked = {(("ease", None) if m.startswith("ease:") else (m, a)): r for (m, a), r in ranked.items()
               if not m.startswith("ease:") or m == f"ease:{chosen_l2:g}"}
-    fitted = fitted or SplitFit({}, np.asarray((matrix.weights > 0).sum(axis=0)).ravel(), len(matrix.user_ids))
+    fitted = fitted or SplitFit({}, np.asarray((matrix.engagement > 0).sum(axis=0)).ravel(), len(matrix.user_ids))
     fitted.behaviors.setdefault(scoring.behavior.label, hybrid.behavior_)
     for label, model in models.items():
         fitted.behaviors.setdefault(label, model)

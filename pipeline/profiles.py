@@ -49,11 +49,12 @@ class InteractionMatrix:
     """Recency-weighted interest of each user in each product (non-negative): what content profiles and
     evidence weigh."""
     engagement: sp.csr_matrix
-    """What the behavioural model scores from, on the same entries as `weights`: 1 for every product the user
-    engaged with, times the sequence recency of their latest event with it when that is on. Behavioural
-    models are fitted to reproduce binary engagement from binary engagement; scored from the event-type and
-    day-weighted sums instead, EASE lost a third of its NDCG@10 on the sample's leave-last-out split
-    (0.233 -> 0.166, measured)."""
+    """What the behavioural model learns and scores from: 1 for every product the user has any event with (a
+    bad rating too: the product was bought, watched or read all the same), times the sequence recency of
+    their latest event with it when that is on. Behavioural models are fitted to reproduce binary
+    engagement from binary engagement; scored from the event-type and day-weighted sums instead, EASE lost a
+    third of its NDCG@10 on the sample's leave-last-out split (0.233 -> 0.166, measured). Evaluation
+    popularity counts it too."""
     excluded: sp.csr_matrix
     """1 where the user has an event of an excluded type (`InterestWeighting.excluded_events`) with the
     product: it is never recommended to them."""
@@ -134,10 +135,9 @@ def interaction_matrix(interactions: pl.DataFrame, product_ids: list[str],
     shape = (len(users), len(product_ids))
     rows, cols = located["user"].to_numpy().astype(np.int64), located["column"].to_numpy()
     weight = located["weight"].to_numpy().astype(np.float32)
-    engaged = weight > 0  # float32's zero: the two matrices share their entries
-    weights = sp.csr_matrix((weight[engaged], (rows[engaged], cols[engaged])), shape=shape)
-    engagement = sp.csr_matrix((located["engagement"].to_numpy().astype(np.float32)[engaged],
-                                (rows[engaged], cols[engaged])), shape=shape)
+    interested = weight > 0  # float32's zero
+    weights = sp.csr_matrix((weight[interested], (rows[interested], cols[interested])), shape=shape)
+    engagement = sp.csr_matrix((located["engagement"].to_numpy().astype(np.float32), (rows, cols)), shape=shape)
     seen = located["excluded"].to_numpy()
     excluded = sp.csr_matrix((np.ones(seen.sum(), dtype=np.float32), (rows[seen], cols[seen])), shape=shape)
     return InteractionMatrix(user_ids=users.to_list(), product_ids=product_ids, weights=weights,

@@ -27,7 +27,7 @@ class PopularityRanker:
     """Users who engaged with each product in training."""
 
     def fit(self, matrix: InteractionMatrix) -> "PopularityRanker":
-        self.popularity_ = np.asarray((matrix.weights > 0).sum(axis=0), dtype=np.float32).ravel()
+        self.popularity_ = np.asarray((matrix.engagement > 0).sum(axis=0), dtype=np.float32).ravel()
         return self
 
 
@@ -40,7 +40,7 @@ class EaseRanker:
     engaged_: sp.csr_matrix = field(default=None, repr=False)
 
     def fit(self, matrix: InteractionMatrix) -> "EaseRanker":
-        self.engaged_ = (matrix.weights > 0).astype(np.float32).tocsr()
+        self.engaged_ = (matrix.engagement > 0).astype(np.float32).tocsr()
         self.weights_ = ease_weights((self.engaged_.T @ self.engaged_).toarray().astype(np.float32), self.l2)
         return self
 
@@ -106,7 +106,7 @@ class HybridRanker:
         self.matrix_ = matrix
         self.item_vectors_ = np.ascontiguousarray(item_vectors, dtype=np.float32)
         self.behavior_ = behavior or ItemCooccurrence(self.neighbors_per_item, self.behavior).fit(
-            matrix.weights, matrix.product_ids)
+            matrix.engagement, matrix.product_ids)
         return self
 
     def block(self, rows: np.ndarray) -> HybridScores:

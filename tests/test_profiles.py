@@ -96,3 +96,12 @@ def test_products_with_an_excluded_event_are_never_recommended_again():
                             how="anti"))
         again = lists.join(rated_only, on=["user_id", "product_id"], how="semi").height
         assert (again == 0) if "rating" in excluded else (again > 0)
+
+
+def test_a_bad_rating_pulls_the_profile_away_but_still_counts_as_engagement():
+    log = pl.DataFrame({"user_id": ["u", "u"], "product_id": ["liked", "disliked"], "event_type": ["rating"] * 2,
+                        "timestamp": [datetime(2026, 1, 1), datetime(2026, 1, 2)], "value": [5.0, 1.0]})
+    matrix = interaction_matrix(log, ["liked", "disliked"], WEIGHTING)
+    assert matrix.weights.toarray()[0].tolist() == pytest.approx([2.5 * 0.5 ** (1 / 30), 0.0])
+    assert matrix.engagement.toarray()[0].tolist() == [1.0, 1.0]  # both were watched, for the behavioural model
+    assert matrix.excluded.toarray()[0].tolist() == [1.0, 1.0]  # and neither is recommended again
