@@ -38,6 +38,10 @@ def test_relative_paths_resolve_beside_the_config_file(tmp_path):
     ({"modle": {}}, "modle"),
     ({"model": {"faiss_index": "annoy"}}, "model.faiss_index"),
     ({"schedule": {"cron": "nightly"}}, "schedule.cron"),
+    ({"model": {"exclude_events": ["bought"]}}, "model.exclude_events"),
+    ({"model": {"behavior_model": "slim"}}, "model.behavior_model"),
+    ({"model": {"behavior_model": "ease:strong"}}, "model.behavior_model"),
+    ({"evaluation": {"behavior_models": ["rp3beta:0.2", "als"]}}, "evaluation.behavior_models"),
 ])
 def test_bad_values_fail_fast_naming_the_key(tmp_path, config, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
