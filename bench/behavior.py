@@ -5,8 +5,8 @@
 
 For each size, the shop `bench.scale` generates (kept under .cache/bench/<size>/input) is read as the pipeline
 reads it and turned into the interaction matrix once (saved beside it); then every model is fitted in a process
-of its own, so that its peak memory (the kernel's high-water mark less what loading the matrix took) is its
-own: cosine, RP3beta with one beta, RP3beta with the two betas the nightly tries (one shared pass), and EASE
+of its own, so that its peak memory (the kernel's high-water mark, reset once the matrix is loaded, less the
+resident memory then) is its own: cosine, RP3beta with one beta, RP3beta with the two betas the nightly tries (one shared pass), and EASE
 where the catalog is small enough for its dense inverse (`evaluation.ease_max_products`).
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -55,14 +54,17 @@ def build_matrix(name: str) -> Path:
 def fit_one(name: str, model: str) -> dict:
     """Fit `model` ("+"-joined labels: fitted together) on the saved matrix; seconds and peak MB beyond loading."""
     from pipeline.behavior import BehaviorSpec, fit_behaviors
+    from pipeline.memory import peak_rss_bytes, release_free_memory, reset_peak_rss, rss_bytes
 
     weights = sp.load_npz(matrix_path(name)).tocsr()
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    release_free_memory()
+    reset_peak_rss()  # the high-water mark from here on: the fit's, not the loading's
+    loaded = rss_bytes() / 2 ** 20
     specs = [BehaviorSpec.parse(label) for label in model.split("+")]
     started = time.perf_counter()
     fitted = fit_behaviors(weights, [str(i) for i in range(weights.shape[1])], specs, neighbors=100)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_bytes() / 2 ** 20
     entries = sum(m.similarity_.nnz for m in fitted.values())
     return {"seconds": round(seconds, 1), "peak_mb": round(peak - loaded), "entries": int(entries)}
 
