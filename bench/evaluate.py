@@ -123,7 +123,7 @@ def main() -> None:
     print(f"\n## {args.dataset}: {products.height:,} products, {interactions['user_id'].n_unique():,} users, "
           f"{interactions.height:,} events\n")
     for protocol in protocols:
-        print(f"### {protocol}, test split (full ranking over all products, purchased excluded)\n")
+        print(f"### {protocol}, test split (full ranking over all products, the user's excluded products left out)\n")
         print(table(result, protocol))
         print()
     print("validation tuning (each configuration tried, its best alpha and validation NDCG@10):")
