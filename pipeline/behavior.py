@@ -83,7 +83,9 @@ class ItemCooccurrence:
     def fit(self, weights: sp.csr_matrix, product_ids: list[str]) -> "ItemCooccurrence":
         """Learn from a users x products matrix of engagement (`InteractionMatrix.engagement`) or interest weights:
         any positive entry counts once."""
-        return fit_behaviors(weights, product_ids, [self.spec], self.neighbors_per_item)[self.spec.label]
+        engaged = (weights > 0).astype(np.float32).tocsr()
+        return self._learned(product_ids, engaged.shape[1],
+                             *_learned_parts(engaged, [self.spec], self.neighbors_per_item)[self.spec.label])
 
     def _learned(self, product_ids: list[str], n: int, rows, columns, values, co) -> "ItemCooccurrence":
         self.product_ids_ = list(product_ids)
@@ -117,17 +119,17 @@ def fit_behaviors(weights: sp.csr_matrix, product_ids: list[str], specs: list[Be
     positive entry counts once); the sparse kinds share one pass over the co-engagement counts, so trying two
     betas costs little more than one."""
     engaged = (weights > 0).astype(np.float32).tocsr()
-    n = engaged.shape[1]
+    parts = _learned_parts(engaged, specs, neighbors)
+    return {spec.label: ItemCooccurrence(neighbors, spec)._learned(product_ids, engaged.shape[1], *parts[spec.label])
+            for spec in specs}
+
+
+def _learned_parts(engaged: sp.csr_matrix, specs: list[BehaviorSpec], neighbors: int) -> dict[str, tuple]:
+    """(rows, columns, weights, co-counts) of each spec's model, by label: the sparse kinds in one pass."""
     sparse = [spec for spec in specs if spec.kind != "ease"]
-    learned = {}
-    if sparse:
-        for spec, parts in zip(sparse, _fit_sparse(engaged, sparse, neighbors)):
-            learned[spec.label] = ItemCooccurrence(neighbors, spec)._learned(product_ids, n, *parts)
-    for spec in specs:
-        if spec.kind == "ease":
-            learned[spec.label] = ItemCooccurrence(neighbors, spec)._learned(
-                product_ids, n, *_fit_ease(engaged, spec, neighbors))
-    return learned
+    parts = dict(zip((spec.label for spec in sparse), _fit_sparse(engaged, sparse, neighbors))) if sparse else {}
+    parts.update({spec.label: _fit_ease(engaged, spec, neighbors) for spec in specs if spec.kind == "ease"})
+    return parts
 
 
 def _fit_sparse(engaged: sp.csr_matrix, specs: list[BehaviorSpec], neighbors: int) -> list[tuple[np.ndarray, ...]]:

@@ -5,7 +5,7 @@ No test information reaches any choice: the behavioural model, the sequence-rece
 EASE's lambda) are picked on a validation split, with models fitted on data before the validation cut-off;
 test numbers come from models refitted on everything before the test cut-off. The choice is made on the
 primary protocol's validation split unless that split is too small to tell configurations apart
-(`too_small_to_choose`), and then on the next protocol's.
+(`Tuning.too_small`), and then on the next protocol's.
 """
 
 from __future__ import annotations
