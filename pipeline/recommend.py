@@ -212,7 +212,8 @@ def merge_candidates(content_rows: np.ndarray, content_cosine: np.ndarray, behav
 def _evidence(weights: sp.csr_matrix, engagement: sp.csr_matrix, item_vectors: np.ndarray,
               similarity: SparseLookup, top: np.ndarray, alpha: float) -> np.ndarray:
     """For each user (row) and recommended item (`top`, -1 pads): up to EVIDENCE_ITEMS history items whose
-    share of the score is largest (-1 pads), from the user's EVIDENCE_HISTORY most weighted history items.
+    share of the score is largest (-1 pads), from the user's EVIDENCE_HISTORY most weighted history items
+    other than the recommended item itself.
 
     A history item i adds `w_i * cos(i, item)` to the content side and `e_i * W(i, item)` to the behavioural
     side (its engagement times the behavioural model's weight, as the score sums them); each side is scaled
@@ -221,7 +222,8 @@ def _evidence(weights: sp.csr_matrix, engagement: sp.csr_matrix, item_vectors: n
     history, w = SparseLookup(weights).strongest_per_row(EVIDENCE_HISTORY)  # users x H, -1 pads, weight 0 there
     e = SparseLookup(engagement).get(np.arange(len(history))[:, None], history)  # 0 at the pads
     users, k, h = len(top), top.shape[1], history.shape[1]
-    present = (top >= 0)[:, :, None] & (history >= 0)[:, None, :]  # users x K x H
+    # users x K x H; a recommended product the user engaged with (a view) is never its own evidence
+    present = (top >= 0)[:, :, None] & (history >= 0)[:, None, :] & (history[:, None, :] != top[:, :, None])
     # Cosines and similarities for each user's real history items only (pads are most of the H slots).
     at_user, at_slot = np.nonzero(history >= 0)
     items = history[at_user, at_slot]

@@ -80,6 +80,8 @@ def test_lists_are_well_formed_for_any_shop(seed, n_users, n_items, density, out
         assert np.allclose(rows["score"], expected)
         history = set(matrix.product_ids[i] for i in matrix.weights[u].indices)
         assert set(rows["evidence_product_ids"].explode().drop_nulls()) <= history
+        for product, evidence in rows.select("product_id", "evidence_product_ids").iter_rows():
+            assert product not in (evidence or [])  # a viewed product is never its own evidence
 
 
 def test_every_user_with_enough_products_gets_a_list():
