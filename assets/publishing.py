@@ -14,6 +14,7 @@ from assets.nights import require_whole_log
 from assets.reporting import fault_point, reported
 from assets.resources import ShopSettings
 from assets.runs import run_record
+from pipeline.audit import summed_audits
 from pipeline.behavior import ItemCooccurrence
 from pipeline.embeddings import ProductEmbeddings
 from pipeline.experiment import EvaluationResult
@@ -47,11 +48,13 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
         if not night_plan.incremental:  # a cold night publishes the log whole
             require_whole_log(context, config.warehouse_path)
         spent = {"calls": 0, "tokens": 0}
+        audits = []
 
         def explanation_frames():
             for batch in by_bucket(explanations):
                 spent["calls"] += batch.llm_calls
                 spent["tokens"] += batch.llm_tokens
+                audits.append(batch.audit)
                 yield batch.frame
 
         # The per-user tables stream in a bucket at a time (each bucket's rows in user order), so only one
@@ -64,6 +67,10 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
             "user_profiles": sorted_parts((profiles.table() for profiles in by_bucket(user_profiles)), ["user_id"]),
             "recommendations": sorted_parts(by_bucket(recommendations), ["user_id", "rank"]),
             "explanations": sorted_parts(explanation_frames(), ["user_id", "rank"]),
+            "explanation_claims": sorted_parts((batch.claims for batch in by_bucket(explanations)),
+                                               ["user_id", "rank"]),
+            # Written after the texts (a history table goes in last), so every bucket's audit is tallied by then.
+            "explanation_audit": (summed_audits(audits) for _ in range(1)),
         }
         if not night_plan.incremental:  # what only a cold night fits and evaluates
             tables.update({

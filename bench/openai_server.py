@@ -18,8 +18,11 @@ INVENTED_PRODUCT = "Quantum Flux Capacitor 9000"
 class FakeOpenAI:
     """Start with `with FakeOpenAI() as server:`; point a client at `server.base_url`."""
 
-    def __init__(self, mode: str = "good", latency: float = 0.0, fail_first: int = 0, port: int = 0):
-        self.mode, self.latency, self.fail_first = mode, latency, fail_first
+    def __init__(self, mode: str = "good", latency: float = 0.0, fail_first: int = 0, port: int = 0,
+                 answer=None):
+        """`answer`: a function from a request body to a chat completion, in place of `mode`'s (a real model:
+        `bench.smollm.SmolLM2`)."""
+        self.mode, self.latency, self.fail_first, self.answer = mode, latency, fail_first, answer
         self.requests: list[dict] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -64,7 +67,7 @@ class FakeOpenAI:
                     status = 429 if server.mode == "429" else 500
                     return self._send(status, {"error": {"message": "try later", "type": "server_error"}},
                                       {"retry-after-ms": "5"})
-                return self._send(200, completion(body, server.mode))
+                return self._send(200, server.answer(body) if server.answer else completion(body, server.mode))
 
             def _send(self, status, payload, headers=None):
                 data = json.dumps(payload).encode()
@@ -87,7 +90,7 @@ def completion(body: dict, mode: str) -> dict:
     if mode == "invalid_json":
         content = "Sure! Here is a lovely explanation, but not in JSON."
     else:
-        explanation = f"Recommended because it {factors[0].split(' ', 1)[-1] if factors else 'suits you'}."
+        explanation = f"We picked this because {factors[0]}." if factors else "We picked this for you."
         if mode == "hallucinate":
             explanation = f"Shoppers who loved the {INVENTED_PRODUCT} adore this one."
         elif mode == "echo_injection":

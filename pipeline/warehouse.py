@@ -59,10 +59,14 @@ TABLES: dict[str, dict[str, str]] = {
         "explanation": "VARCHAR", "reasoning_factors": "VARCHAR[]", "provider": "VARCHAR", "model": "VARCHAR",
         "prompt_version": "VARCHAR", "facts_digest": "VARCHAR", "fallback_reason": "VARCHAR",
     },
+    "explanation_claims": {
+        "user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "factor": "INTEGER", "kind": "VARCHAR",
+        "term": "VARCHAR", "named_product_id": "VARCHAR", "event_types": "VARCHAR[]", "count": "BIGINT",
+    },
 }
 
 # Tables with a row (or rows) per user, which an incremental night replaces user by user.
-PER_USER_TABLES = ("interactions", "user_profiles", "recommendations", "explanations")
+PER_USER_TABLES = ("interactions", "user_profiles", "recommendations", "explanations", "explanation_claims")
 # Tables with rows per product, which an incremental night brings up to date product by product: the
 # products whose rows differ from the published ones get tonight's.
 PER_PRODUCT_TABLES = ("products", "product_embeddings", "similar_products")
@@ -75,6 +79,7 @@ HISTORY_TABLES: dict[str, dict[str, str]] = {
         "users": "BIGINT",
     },
     "eval_population": {"protocol": "VARCHAR", "split": "VARCHAR", "reason": "VARCHAR", "count": "BIGINT"},
+    "explanation_audit": {"kind": "VARCHAR", "checked": "BIGINT", "true": "BIGINT", "false": "BIGINT"},
     "eval_tuning": {"protocol": "VARCHAR", "behavior_model": "VARCHAR", "half_life_events": "DOUBLE",
                     "best_alpha": "DOUBLE", "validation_ndcg_at_10": "DOUBLE", "ci_low": "DOUBLE", "ci_high": "DOUBLE",
                     "users": "BIGINT"},

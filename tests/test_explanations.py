@@ -10,9 +10,11 @@ import pytest
 
 from bench.openai_server import INVENTED_PRODUCT, FakeOpenAI
 from conftest import materialize_all
+from pipeline.audit import audit_claims
+from pipeline.claims import claims_table
 from pipeline.explain import (
-    SYSTEM_PROMPT, CatalogTerms, FactSource, build_facts, facts_objects, grounding_problem, llm_selection,
-    template_explanation, template_explanations,
+    SYSTEM_PROMPT, WITHOUT_FACTORS, CatalogTerms, FactSource, build_facts, facts_objects, grounding_problem,
+    llm_selection, template_explanation, template_explanations,
 )
 from pipeline.config import ExplanationsConfig
 from pipeline.llm import LLMSettings, write_card_explanations, write_explanations
@@ -26,14 +28,15 @@ def published(tiny_shop):
     """The tiny shop run once with the template writer; its tables are the facts' source."""
     assert materialize_all(tiny_shop.config_path).success
     tables = {t: read_table(tiny_shop.warehouse, t)
-              for t in ("recommendations", "products", "interactions", "item_cooccurrence")}
+              for t in ("recommendations", "products", "interactions", "item_cooccurrence", "similar_products")}
     return tiny_shop, tables
 
 
 def facts_of(tables, products=None):
     """The facts frame of every published card."""
     products = tables["products"] if products is None else products
-    return FactSource(products, tables["interactions"], tables["item_cooccurrence"]).facts(tables["recommendations"])
+    return FactSource(products, tables["interactions"], tables["item_cooccurrence"],
+                      tables["similar_products"]).facts(tables["recommendations"])
 
 
 def llm(server, **options):
@@ -53,44 +56,102 @@ def test_facts_hold_only_what_the_warehouse_says(published):
     facts = facts_objects(facts_of(tables))
     trail = next(f for f in facts if f.user_id == "U_TRAIL" and f.rank == 1)
     assert {h["product_id"] for h in trail.history} <= {"T01", "T02", "T04"}
-    assert trail.shared_attributes and trail.shared_attributes[0]["attribute"] == "trail running"
-    assert any("shares 'trail running' with" in f and "you bought" in f for f in trail.factors)
+    assert trail.product["product_id"] not in {h["product_id"] for h in trail.history}
+    # U_TRAIL bought T01 and T02 and viewed T04, all three 'trail running' (see conftest's tiny shop).
+    trail_running = [c for c in trail.claims if c["term"] == "trail running"]
+    assert trail_running and trail_running[0]["kind"] == "attribute"
+    assert any(f.startswith("you bought ") and "with 'trail running'" in f for f in trail.factors)
     tent = next(f for f in facts_of_alpha_one(published) if f.user_id == "U_TENT" and f.product["product_id"] == "C02")
-    assert tent.co_engagement == [{"title": "Backpacking Tent Two Person", "customers": 6}]
-    assert "chosen together with Backpacking Tent Two Person by 6 customers" in tent.factors
+    together = [c for c in tent.claims if c["kind"] == "customers"]
+    assert together and together[0]["title"] == "Backpacking Tent Two Person"
+    assert any("other customers bought both Backpacking Tent Two Person and this" in f
+               or "Backpacking Tent Two Person and this are both in the histories of" in f for f in tent.factors)
 
 
-def test_facts_of_cards_with_missing_odd_or_no_evidence():
+def test_facts_count_each_event_type_exactly_and_never_the_shopper_or_the_product_itself():
     products = pl.DataFrame({
-        "product_id": ["A", "B", "C", "D"], "title": ["Alpha Lamp", "Beta\tLamp ", "Gamma Lamp", "Delta Lamp"],
-        "description": ["A lamp.", "", None, "Delta"], "category": ["Lights", "Lights", "Garden", "Lights"],
-        "attributes": [["red", "soft", "red"], ["soft", "blue", "soft"], [], ["red"]]})
-    events = pl.DataFrame({"user_id": ["u1", "u1", "u1", "u2"], "product_id": ["B", "C", "B", "A"],
-                           "event_type": ["view", "purchase", "cart", "view"]})
-    pairs = pl.DataFrame({"product_id": ["B", "C"], "neighbor_id": ["A", "A"], "co_count": [5, 1]})
+        "product_id": ["A", "B", "C", "D", "E"], "title": ["Alpha Lamp", "Beta\tLamp ", "Gamma Lamp", "Delta Lamp",
+                                                          "Eps Lamp"],
+        "description": ["A lamp.", "", None, "Delta", "A fine lamp for reading at night."],
+        "category": ["Lights", "Lights", "Garden", "Lights", "Lights"],
+        "attributes": [["red", "soft", "red"], ["soft", "blue", "soft"], [], ["red"], ["soft", "red"]]})
+    events = pl.DataFrame({
+        "user_id": ["u1", "u1", "u1", "u1", "u1", "u2", "u3", "u3", "u4", "u4", "u5", "u5", "u1"],
+        "product_id": ["B", "C", "B", "E", "E", "A", "B", "A", "B", "A", "B", "A", "A"],
+        "event_type": ["view", "purchase", "cart", "view", "purchase", "view", "purchase", "purchase",
+                       "purchase", "purchase", "view", "view", "view"]})
+    pairs = pl.DataFrame({"product_id": ["B", "C"], "neighbor_id": ["A", "A"], "co_count": [4, 1]})
     recommendations = pl.DataFrame({
-        "user_id": ["u1", "u1", "u2", "u3"], "rank": [1, 2, 1, 1], "product_id": ["A", "D", "B", "A"],
+        "user_id": ["u1", "u1", "u2", "u9"], "rank": [1, 2, 1, 1], "product_id": ["A", "D", "B", "A"],
         "content_score": [0.126, 0.5, 0.25, 0.0], "behavior_score": [0.0, 0.1, 0.2, 0.3],
-        "evidence_product_ids": [["B", "C", "Z"], [], None, ["B"]]}, schema_overrides={"rank": pl.Int32})
+        "evidence_product_ids": [["A", "B", "C", "Z"], [], None, ["B"]]}, schema_overrides={"rank": pl.Int32})
     source = FactSource(products, events, pairs)
-    first, no_evidence, null_evidence, no_events = facts_objects(source.facts(recommendations))
-    # Z is not in the catalog; B's strongest event was the cart; B holds 'soft' twice but is one item.
+    first, no_evidence, null_evidence, stranger = facts_objects(source.facts(recommendations))
+    # A is the card's product: never its own evidence; Z is not in the catalog; B's strongest event is the cart.
     assert [(h["product_id"], h["title"], h["you"]) for h in first.history] == [
         ("B", "Beta Lamp", "added to your cart"), ("C", "Gamma Lamp", "bought")]
-    assert first.shared_attributes == [{"attribute": "soft", "items": 1, "you": "added to your cart"}]
-    assert first.co_engagement == [{"title": "Beta Lamp", "customers": 5}]  # C's single customer is no signal
-    assert first.shared_categories == ["Lights"] and first.scores == {"content": 0.13, "behavior": 0.0}
-    assert first.factors == ["shares 'soft' with 1 item you added to your cart",
-                             "chosen together with Beta Lamp by 5 customers", "in Lights, like 1 item in your history"]
-    for empty in (no_evidence, null_evidence):
-        assert (empty.history, empty.shared_attributes, empty.co_engagement) == ([], [], [])
-        assert empty.factors == ["popular in Lights"]
-    assert no_events.history[0]["you"] == "viewed" and no_events.shared_attributes[0]["you"] == "viewed"
+    # A holds 'red' and 'soft'. Of u1's other products, E (bought) holds both and B (carted) holds 'soft':
+    # A itself, which u1 viewed, is not counted.
+    assert first.factors[:2] == ["you bought 1 item with 'soft' and added 1 more to your cart",
+                                 "you bought 1 item with 'red'"]
+    # B and A were both bought by u3 and u4; u1 never bought A, so both are other customers.
+    assert first.factors[2] == "2 other customers bought both Beta Lamp and this"
+    assert [c for c in first.claims if c["kind"] == "customers"] == [
+        {"factor": 2, "kind": "customers", "term": None, "product_id": "B", "title": "Beta Lamp",
+         "event_types": ["purchase"], "count": 2}]
+    assert first.scores == {"content": 0.13, "behavior": 0.0}
+    # D holds 'red' with E (bought) and A (viewed), and is in Lights with E, B (carted) and A.
+    assert no_evidence.factors == ["you bought 1 item with 'red' and viewed 1 more",
+                                   "you bought 1 item in Lights, added 1 more to your cart and viewed 1 more"]
+    # u2 viewed only A, which shares 'soft' and Lights with B; without evidence, no product is named.
+    assert null_evidence.history == [] and null_evidence.factors == [
+        "you viewed 1 item with 'soft'", "you viewed 1 item in Lights"]
+    # A shopper with no events: no claim about them; all 4 customers of the B-A count are others.
+    assert stranger.claims[0]["kind"] == "customers" and not any(
+        c["kind"] in ("attribute", "category", "your_event") for c in stranger.claims)
     written = template_explanations(source.facts(recommendations))
-    assert written["explanation"][1] == "A popular choice in Lights that matches what you have been browsing."
-    assert "A lamp." in written["blurb"][0]  # too short a sentence to stand alone, the description leads anyway
+    assert written["explanation"][0].count(".") == 2  # two factors stated, the third only in the list
+    assert written["reasoning_factors"][0].to_list() == first.factors
     nothing = source.facts(recommendations.head(0))
     assert nothing.height == 0 and template_explanations(nothing).columns == written.columns
+
+
+def test_a_product_with_no_claim_says_so_plainly():
+    products = pl.DataFrame({"product_id": ["A", "B"], "title": ["Alpha Lamp", "Beta Lamp"],
+                             "description": ["", ""], "category": ["Lights", "Garden"],
+                             "attributes": [["red"], ["blue"]]})
+    events = pl.DataFrame({"user_id": ["u1"], "product_id": ["B"], "event_type": ["view"]})
+    recommendations = pl.DataFrame({"user_id": ["u1"], "rank": [1], "product_id": ["A"], "content_score": [0.2],
+                                    "behavior_score": [0.0], "evidence_product_ids": [["B"]]},
+                                   schema_overrides={"rank": pl.Int32})
+    source = FactSource(products, events, pl.DataFrame(schema={"product_id": pl.String, "neighbor_id": pl.String,
+                                                               "co_count": pl.Int64}))
+    written = template_explanations(source.facts(recommendations)).row(0, named=True)
+    assert written["reasoning_factors"] == [] and written["explanation"] == WITHOUT_FACTORS
+    assert "popular" not in written["explanation"].lower() and "similar" not in written["explanation"].lower()
+
+
+def test_similar_is_said_only_of_a_products_nearest_by_text():
+    products = pl.DataFrame({"product_id": ["A", "B", "C"], "title": ["Alpha Lamp", "Beta Rug", "Gamma Pot"],
+                             "description": ["", "", ""], "category": ["Lights", "Rugs", "Pots"],
+                             "attributes": [["red"], ["blue"], ["green"]]})
+    events = pl.DataFrame({"user_id": ["u1", "u1"], "product_id": ["B", "C"], "event_type": ["view", "purchase"]})
+    similar = pl.DataFrame({"product_id": ["B", "C"], "rank": [3, 1], "similar_product_id": ["A", "B"],
+                            "similarity": [0.8, 0.9]})
+    recommendations = pl.DataFrame({"user_id": ["u1"], "rank": [1], "product_id": ["A"], "content_score": [0.2],
+                                    "behavior_score": [0.0], "evidence_product_ids": [["C", "B"]]},
+                                   schema_overrides={"rank": pl.Int32})
+    no_pairs = pl.DataFrame(schema={"product_id": pl.String, "neighbor_id": pl.String, "co_count": pl.Int64})
+    facts = FactSource(products, events, no_pairs, similar).facts(recommendations)
+    # C is not near A by text (A is not in C's list); B is, at rank 3.
+    assert facts_objects(facts)[0].factors == [
+        "its product text is among the 3 closest in our catalog to that of Beta Rug, which you viewed"]
+    claims = claims_table(facts)
+    assert claims.select("kind", "named_product_id", "event_types", "count").rows() == [
+        ("similar_text", "B", [], 3), ("your_event", "B", ["view"], 1)]
+    assert audit_claims(claims, products, events, no_pairs, similar)["holds"].all()
+    moved = similar.with_columns(rank=pl.lit(4))  # the published neighbours say otherwise: the claim fails
+    assert audit_claims(claims, products, events, no_pairs, moved)["holds"].to_list() == [False, True]
 
 
 def facts_of_alpha_one(published):
@@ -98,7 +159,8 @@ def facts_of_alpha_one(published):
     shop.write_config(hybrid_alpha=1.0)
     assert materialize_all(shop.config_path).success
     return facts_objects(facts_of({t: read_table(shop.warehouse, t)
-                                   for t in ("recommendations", "products", "interactions", "item_cooccurrence")}))
+                                   for t in ("recommendations", "products", "interactions", "item_cooccurrence",
+                                             "similar_products")}))
 
 
 def test_template_writes_grounded_varied_text_for_every_card(published):
@@ -120,7 +182,7 @@ def test_cards_read_one_at_a_time_read_as_in_the_frame(published):
     _, tables = published
     frame = facts_of(tables)
     facts = build_facts(tables["recommendations"], tables["products"], tables["interactions"],
-                        tables["item_cooccurrence"])
+                        tables["item_cooccurrence"], tables["similar_products"])
     assert facts == facts_objects(frame) and [f.digest for f in facts] == frame["digest"].to_list()
     written = template_explanations(frame).to_dicts()
     assert [template_explanation(f).__dict__ for f in facts[:5]] == written[:5]
@@ -153,7 +215,7 @@ def test_llm_text_lands_for_the_chosen_ranks_and_the_cache_saves_repeat_calls(pu
         by_llm = [r for r in rows if r["provider"] == "openai"]
         assert len(by_llm) == sum(use) and all(r["rank"] <= 2 and r["model"] == "test-model" for r in by_llm)
         assert all(r["provider"] == "template" and r["fallback_reason"] is None for r in rows if r["rank"] > 2)
-        assert by_llm[0]["blurb"].endswith("range.") and by_llm[0]["prompt_version"] == "explain-v1"
+        assert by_llm[0]["blurb"].endswith("range.") and by_llm[0]["prompt_version"] == "explain-v2"
         assert stats.tokens > 0
         assert written.filter(pl.col("rank") > 2).to_dicts() == template_explanations(facts).filter(
             pl.col("rank") > 2).to_dicts()
@@ -276,7 +338,7 @@ def test_nightly_run_publishes_llm_explanations_and_reruns_make_no_calls(tiny_sh
         assert explanations["blurb"].str.len_chars().min() > 0
         by_llm = explanations.filter(pl.col("provider") == "openai")
         assert by_llm["blurb"].str.ends_with("range.").all()  # the server's parsed reply, as written
-        assert (by_llm["model"] == "test-model").all() and (by_llm["prompt_version"] == "explain-v1").all()
+        assert (by_llm["model"] == "test-model").all() and (by_llm["prompt_version"] == "explain-v2").all()
         runs = read_table(tiny_shop.warehouse, "runs")
         assert runs["llm_calls"][0] == first > 0 and runs["llm_tokens"][0] > 0
 

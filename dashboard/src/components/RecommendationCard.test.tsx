@@ -28,15 +28,15 @@ describe("a recommendation card", () => {
     render(<RecommendationCard card={card()} alpha={0.8} titles={titles} />);
     const toggle = screen.getByRole("button", { name: "Why this recommendation?" });
     expect(toggle).toHaveAttribute("aria-expanded", "false");
-    expect(screen.queryByText(/You bought two trail running shoes/)).not.toBeInTheDocument();
+    expect(screen.queryByText(/Recommended because you bought 2 items/)).not.toBeInTheDocument();
     await userEvent.click(toggle);
     expect(toggle).toHaveAttribute("aria-expanded", "true");
-    expect(screen.getByText(/You bought two trail running shoes/)).toBeInTheDocument();
-    expect(screen.getByText("shares 'trail running' with 2 items you bought")).toBeInTheDocument();
+    expect(screen.getByText(/Recommended because you bought 2 items/)).toBeInTheDocument();
+    expect(screen.getByText("you bought 2 items with 'trail running' and viewed 1 more")).toBeInTheDocument();
     expect(screen.getByRole("link", { name: "Trail Running Shoe Alpine" })).toHaveAttribute("href", "#/products/T01");
     expect(screen.getByRole("link", { name: "T02" })).toHaveAttribute("href", "#/products/T02"); // no title known: the id
     await userEvent.click(toggle);
-    expect(screen.queryByText(/You bought two trail running shoes/)).not.toBeInTheDocument();
+    expect(screen.queryByText(/Recommended because you bought 2 items/)).not.toBeInTheDocument();
   });
 
   it("renders markup in warehouse text as text", () => {

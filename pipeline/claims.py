@@ -1,0 +1,93 @@
+"""What a card's "why this recommendation" claims, as data, and the words each claim is written in.
+
+A card's reasons are a few factors; each factor is rendered from one or more claims, and every claim is a
+countable statement about the published tables that SQL can check (`pipeline.audit` does, every run):
+
+- `attribute` (term, event_types [T], count n): n products other than the recommended one hold the
+  attribute `term` (as does the recommended product), and for each of them the shopper's strongest event
+  is T. Strength: purchase > rating > cart > view (`EVENT_STRENGTH`); each product counts once, under the
+  strongest thing the shopper did with it.
+- `category` (term, event_types [T], count n): the same with the recommended product's category.
+- `customers` (product_id q, event_types, count n): n users other than the shopper have an event of one of
+  `event_types` on q and one on the recommended product. With ["purchase"] that is "bought both"; with
+  every event type, it is read from the behavioural model's `item_cooccurrence.co_count` (users with any
+  event on both, as of the cold night that fitted it).
+- `similar_text` (product_id q, count r): the recommended product is at rank r in q's `similar_products`
+  (nearest by the sentence embedding of title, category, attributes and description).
+- `your_event` (product_id q, event_types [T]): the shopper's strongest event on q is T.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+EVENT_STRENGTH = {"purchase": 4, "rating": 3, "cart": 2, "view": 1}
+"""Which of a shopper's events on a product says most: a product is counted under its strongest."""
+BY_STRENGTH = sorted(EVENT_STRENGTH, key=EVENT_STRENGTH.get, reverse=True)
+
+# How each event type reads in "you bought 2 items with 'x', added 1 more to your cart and viewed 3 more".
+_ACTION = {"purchase": ("bought", ""), "rating": ("rated", ""), "cart": ("added", " to your cart"),
+           "view": ("viewed", "")}
+PAST_TENSE = {"purchase": "bought", "rating": "rated", "cart": "added to your cart", "view": "viewed"}
+"""What "which you ..." says of one product, by the shopper's strongest event on it."""
+
+MIN_OTHER_CUSTOMERS = 2
+"""A `customers` claim is made from this many other customers up (one other customer is no signal)."""
+
+CLAIM = pl.Struct({"factor": pl.Int32, "kind": pl.String, "term": pl.String, "product_id": pl.String,
+                   "title": pl.String, "event_types": pl.List(pl.String), "count": pl.Int64})
+"""One claim of a card: which of its factors states it, and what it says (see the module's docstring)."""
+
+CLAIMS_TABLE = {"user_id": pl.String, "rank": pl.Int32, "product_id": pl.String, "factor": pl.Int32,
+                "kind": pl.String, "term": pl.String, "named_product_id": pl.String,
+                "event_types": pl.List(pl.String), "count": pl.Int64}
+"""The published `explanation_claims` rows: one per claim, keyed by the card (user_id, rank, product_id)."""
+
+
+def history_phrases(where: pl.Expr) -> pl.Expr:
+    """The words of an `attribute` or `category` factor from its claims, one row each, strongest event first
+    within each factor: "you bought 2 items with 'x', added 1 more to your cart and viewed 3 more". `where`
+    is the phrase naming the term ("with 'x'", "in Lamps"); the rows carry `card` and `factor`. Aggregate
+    with `.str.join("")` per factor."""
+    event = pl.col("event_types").list.first()
+    verb = event.replace_strict({t: verb for t, (verb, _) in _ACTION.items()}, return_dtype=pl.String)
+    after = event.replace_strict({t: after for t, (_, after) in _ACTION.items()}, return_dtype=pl.String)
+    position = pl.int_range(pl.len()).over("card", "factor")
+    last = position == pl.len().over("card", "factor") - 1
+    items = pl.when(pl.col("count") == 1).then(pl.lit("item")).otherwise(pl.lit("items"))
+    first = pl.format("you {} {} {} {}{}", verb, pl.col("count"), items, where, after)
+    more = pl.format("{} {} more{}", verb, pl.col("count"), after)
+    separator = pl.when(position == 0).then(pl.lit("")).when(last).then(pl.lit(" and ")).otherwise(pl.lit(", "))
+    return pl.concat_str(separator, pl.when(position == 0).then(first).otherwise(more))
+
+
+def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr) -> pl.Expr:
+    """The words of a `customers` factor: "3 other customers bought both X and this", or for any event
+    type, "X and this are both in the histories of 12 other shoppers"."""
+    only = event_types.list.first()
+    single = event_types.list.len() == 1
+    return (pl.when(single & (only == "purchase")).then(pl.format("{} other customers bought both {} and this",
+                                                                  count, title))
+            .when(single & (only == "rating")).then(pl.format("{} other shoppers rated both {} and this",
+                                                              count, title))
+            .otherwise(pl.format("{} and this are both in the histories of {} other shoppers", title, count)))
+
+
+def similar_phrase(rank: pl.Expr, title: pl.Expr, event_type: pl.Expr) -> pl.Expr:
+    """The words of a `similar_text` factor with its `your_event`: "its product text is among the 3 closest
+    in our catalog to that of X, which you viewed"."""
+    you = event_type.replace_strict(PAST_TENSE, return_dtype=pl.String)
+    return (pl.when(rank == 1).then(pl.format("its product text is the closest in our catalog to that of {}, "
+                                              "which you {}", title, you))
+            .otherwise(pl.format("its product text is among the {} closest in our catalog to that of {}, which "
+                                 "you {}", rank, title, you)))
+
+
+def claims_table(facts: pl.DataFrame) -> pl.DataFrame:
+    """The `explanation_claims` rows (`CLAIMS_TABLE`) of a facts frame's cards, in card order."""
+    rows = (facts.select("user_id", "rank", card_product=pl.col("product").struct.field("product_id"),
+                         claim="claims")
+            .explode("claim").drop_nulls("claim").unnest("claim"))
+    return rows.select("user_id", pl.col("rank").cast(pl.Int32), product_id="card_product", factor="factor",
+                       kind="kind", term="term", named_product_id="product_id", event_types="event_types",
+                       count="count")
