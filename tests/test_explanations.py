@@ -10,7 +10,7 @@ import pytest
 
 from bench.openai_server import INVENTED_PRODUCT, FakeOpenAI
 from conftest import materialize_all
-from pipeline.audit import audit_claims
+from pipeline.audit import audit_claims, audited_explanations
 from pipeline.claims import claims_table
 from pipeline.explain import (
     SYSTEM_PROMPT, WITHOUT_FACTORS, CatalogTerms, FactSource, build_facts, facts_objects, grounding_problem,
@@ -374,3 +374,45 @@ def test_endpoint_comes_from_config_or_the_usual_environment_variables():
     assert resolve_llm(ExplanationsConfig(provider="template"), environ={"OPENAI_BASE_URL": "http://x/v1"}) is None
     with pytest.raises(ValueError, match="no endpoint"):
         resolve_llm(ExplanationsConfig(provider="openai"), environ={})
+
+
+def test_every_published_claim_is_audited_true_and_its_text_says_exactly_it(published):
+    shop, tables = published
+    claims = read_table(shop.warehouse, "explanation_claims")
+    cards = read_table(shop.warehouse, "explanations")
+    audit = read_table(shop.warehouse, "explanation_audit")
+    # Each card's factors are its claims' factors, one for one; the audit saw every claim and all held.
+    per_card = claims.group_by("user_id", "rank").agg(pl.col("factor").n_unique().alias("factors"))
+    stated = cards.select("user_id", "rank", factors=pl.col("reasoning_factors").list.len().cast(pl.UInt32))
+    assert per_card.join(stated, on=["user_id", "rank"]).filter(pl.col("factors") != pl.col("factors_right")).is_empty()
+    assert audit["checked"].sum() == claims.height > 0 and audit["false"].sum() == 0
+    # The tiny shop's cards make claims of every kind, so none is left unchecked.
+    assert set(audit.filter(pl.col("checked") > 0)["kind"]) == {"attribute", "category", "customers",
+                                                                 "similar_text", "your_event"}
+    again = audit_claims(claims, tables["products"], tables["interactions"], tables["item_cooccurrence"],
+                         tables["similar_products"])
+    assert again["holds"].all()
+    assert claims.filter(pl.col("named_product_id") == pl.col("product_id")).is_empty()
+
+
+def test_a_claim_the_audit_finds_false_is_withdrawn_and_the_card_says_why(published):
+    _, tables = published
+    facts = facts_of(tables)
+    written = template_explanations(facts)
+    with_two = facts.with_row_index("card").filter(pl.col("factors").list.len() >= 2)["card"][0]
+
+    def first_factor_of_one_card_false(claims):  # as if the tables said otherwise about one claim
+        card = facts.row(with_two, named=True)
+        wrong = (pl.col("user_id") == card["user_id"]) & (pl.col("rank") == card["rank"]) & (pl.col("factor") == 0)
+        return claims.with_columns(holds=~wrong)
+
+    texts, claims, summary = audited_explanations(facts, written, first_factor_of_one_card_false)
+    before, after = written.row(with_two, named=True), texts.row(with_two, named=True)
+    assert after["reasoning_factors"] == before["reasoning_factors"][1:]
+    assert before["reasoning_factors"][0] not in after["explanation"]
+    assert after["fallback_reason"].startswith("audit: a ") and after["fallback_reason"].endswith("claim did not hold")
+    card = claims.filter((pl.col("user_id") == after["user_id"]) & (pl.col("rank") == after["rank"]))
+    assert card["factor"].unique().sort().to_list() == list(range(len(after["reasoning_factors"])))
+    assert summary["false"].sum() >= 1
+    others = texts.with_row_index("card").filter(pl.col("card") != with_two).drop("card")
+    assert others.to_dicts() == written.with_row_index("card").filter(pl.col("card") != with_two).drop("card").to_dicts()
