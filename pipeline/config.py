@@ -120,6 +120,9 @@ class ExplanationsConfig:
     """After this many failed calls in a row the rest of the run is written by the template."""
     json_mode: bool = True
     """Ask for `response_format={"type": "json_object"}` (switch off for servers that reject it)."""
+    reply_schema: bool = False
+    """With JSON mode, send the reply's JSON schema in it (`{"type": "json_object", "schema": ...}`, as the
+    llama.cpp and llama-cpp-python servers take it): a small model then answers in the reply's shape."""
     llm_top_ranks: int = 3
     """Only the first this-many ranks of each list get LLM text; the rest get the template's."""
     llm_active_days: int = 0

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from pipeline.claims import (
     BY_STRENGTH, CLAIM, EVENT_STRENGTH, MIN_OTHER_CUSTOMERS, PAST_TENSE, customers_phrase, history_phrases,
-    similar_phrase,
+    similar_phrase, you_did,
 )
 from pipeline.parallel import in_parallel
 
@@ -39,6 +39,11 @@ Reply with one JSON object and nothing else:
 {"blurb": "<one sentence, at most 25 words, about the recommended product>",
  "explanation": "<one or two sentences, at most 45 words, telling the shopper why it was recommended>",
  "reasoning_factors": [<copy one to three strings exactly from facts.factors>]}"""
+
+REPLY_SCHEMA = {"type": "object", "required": ["blurb", "explanation", "reasoning_factors"],
+                "properties": {"blurb": {"type": "string"}, "explanation": {"type": "string"},
+                               "reasoning_factors": {"type": "array", "items": {"type": "string"}}}}
+"""The reply's shape, as a JSON schema (sent with JSON mode when `explanations.reply_schema` is on)."""
 
 # Phrases that betray an instruction planted in product text being followed or echoed.
 INJECTION_MARKERS = re.compile(
@@ -161,9 +166,12 @@ FACTS_SCHEMA = {
 }
 """The facts frame: one row per card, one column per `Facts` field."""
 
+MAX_CATEGORY_SHARE = 0.5
+"""A category is claimed ("you bought 2 items in Lamps") only when it holds at most this share of the catalog."""
 MAX_FACTORS = 3
 """Factors a card states, in this order of kinds: its two attributes shared with most of the shopper's
-products, the customers who chose both, its category, then a product whose text is closest to it."""
+products, the customers who chose both it and an evidence product, its category, a product whose text is
+closest to it, and as a last resort what the shopper did with the evidence product that counted most."""
 _SLOTS = ("attribute", "attribute", "customers", "category", "similar_text")
 _SHOPPER_KINDS = ("attribute", "category", "your_event")
 _EVENT_OF_VERB = {verb: event for event, verb in PAST_TENSE.items()}
@@ -189,7 +197,7 @@ class FactSource:
         behavioural model's pairs (product_id, neighbor_id, co_count); `similar`: `similar_products`."""
         log = interactions if log is None else log
         self.catalog = products.select(
-            "product_id", "category", "attributes", title=cleaned(pl.col("title")),
+            "product_id", "category", "attributes", title=cleaned(pl.col("title")).str.strip_chars_end(" ."),
             description=cleaned(pl.col("description")).str.slice(0, DESCRIPTION_EXCERPT),
         )
         self.product_codes = self.catalog.select("product_id", product_code=pl.int_range(pl.len(), dtype=pl.UInt32))
@@ -199,7 +207,11 @@ class FactSource:
             pl.int_range(pl.len(), dtype=pl.UInt32).alias("product_code"),
             term=pl.col("attributes").list.eval(pl.element().filter(pl.element() != "").unique(maintain_order=True)))
         attributes = offered.select(pl.col("term").explode().drop_nulls().unique().sort()).to_series()
-        categories = self.catalog.select(pl.col("category").filter(pl.col("category") != "").unique().sort()).to_series()
+        # A category that holds most of the catalog tells a shopper nothing ("in Scientific" of a one-category
+        # shop): only those holding at most MAX_CATEGORY_SHARE of it are claimed.
+        categories = (self.catalog.group_by("category").len()
+                      .filter((pl.col("category") != "") & (pl.col("len") <= MAX_CATEGORY_SHARE * self.catalog.height))
+                      .select(pl.col("category").sort()).to_series())
         self.term_names = pl.concat([attributes, categories])
         code_of = pl.DataFrame({"term": self.term_names, "code": pl.int_range(len(self.term_names), dtype=pl.UInt32,
                                                                               eager=True)})
@@ -332,14 +344,14 @@ class FactSource:
         # Customers who chose both: the first evidence item bought together often enough, else the first
         # engaged with together often enough.
         enough = MIN_OTHER_CUSTOMERS
+        named = pl.lit(self.catalog["product_id"]).gather(pl.col("item_code"))
+        your_event = pl.col("you").replace_strict(_EVENT_OF_STRENGTH, return_dtype=pl.String)
         customers = (
             evidence.with_columns(level=pl.when(pl.col("bought_both") >= enough).then(0)
                                   .when(pl.col("engaged_both") >= enough).then(1))
             .drop_nulls("level").with_row_index("order").sort(["card", "level", "order"])
             .group_by("card", maintain_order=True).first()
-            .select("card", slot=pl.lit(2, pl.Int32), kind=pl.lit("customers"), term=pl.lit(None, pl.String),
-                    product_id=pl.lit(self.catalog["product_id"]).gather(pl.col("item_code")),
-                    title="title",
+            .select("card", slot=pl.lit(2, pl.Int32), product_id=named, title="title", you=your_event,
                     event_types=pl.when(pl.col("level") == 0).then(pl.lit(["purchase"]))
                     .otherwise(pl.lit(self.engaged_event_types, dtype=pl.List(pl.String))),
                     count=pl.when(pl.col("level") == 0).then("bought_both").otherwise("engaged_both"))
@@ -347,19 +359,29 @@ class FactSource:
         similar = (
             evidence.filter(pl.col("text_rank").is_not_null() & pl.col("you").is_not_null())
             .group_by("card", maintain_order=True).first()
-            .select("card", slot=pl.lit(4, pl.Int32), product_id=pl.lit(self.catalog["product_id"])
-                    .gather(pl.col("item_code")), title="title", rank="text_rank",
-                    you=pl.col("you").replace_strict(_EVENT_OF_STRENGTH, return_dtype=pl.String))
+            .select("card", slot=pl.lit(4, pl.Int32), product_id=named, title="title", event_types=pl.lit(
+                [], dtype=pl.List(pl.String)), count="text_rank", you=your_event)
         )
-        similar = pl.concat([
+        # The last resort, for a card with no other factor: what the shopper did with the evidence item that
+        # counted most.
+        said = pl.concat([by_shopper.select("card"), customers.select("card"), similar.select("card")])
+        engaged = (evidence.filter(pl.col("you").is_not_null()).join(said, on="card", how="anti")
+                   .group_by("card", maintain_order=True).first()
+                   .select("card", slot=pl.lit(5, pl.Int32), product_id=named, title="title", you=your_event))
+        # A factor naming a product is followed by the your_event claim of what the shopper did with it.
+        naming = pl.concat([
+            customers.select("card", "slot", kind=pl.lit("customers"), term=pl.lit(None, pl.String), product_id="product_id",
+                             title="title", event_types="event_types", count="count"),
             similar.select("card", "slot", kind=pl.lit("similar_text"), term=pl.lit(None, pl.String),
-                           product_id="product_id", title="title", event_types=pl.lit([], dtype=pl.List(pl.String)),
-                           count="rank"),
-            similar.select("card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String),
+                           product_id="product_id", title="title", event_types="event_types", count="count"),
+            pl.concat([customers.drop_nulls("you"), similar], how="diagonal_relaxed").select(
+                "card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String), product_id="product_id",
+                title="title", event_types=pl.concat_list("you"), count=pl.lit(1, pl.Int64)),
+            engaged.select("card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String),
                            product_id="product_id", title="title", event_types=pl.concat_list("you"),
                            count=pl.lit(1, pl.Int64)),
-        ]).sort(["card", "kind"])  # similar_text before your_event
-        rows = pl.concat([by_shopper, customers, similar], how="vertical_relaxed").sort(["card", "slot"],
+        ], how="vertical_relaxed").sort(["card", "slot"], maintain_order=True)
+        rows = pl.concat([by_shopper, naming], how="vertical_relaxed").sort(["card", "slot"],
                                                                                          maintain_order=True)
         # The first MAX_FACTORS slots a card fills are its factors, numbered in that order.
         numbered = (rows.select("card", "slot").unique(maintain_order=True)
@@ -384,12 +406,15 @@ def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     """Each card's claims (rows of card, factor, then `CLAIM`'s fields, in factor order) as a `CLAIM` list,
     and its factors' words rendered from exactly those claims."""
     kind, term, title = pl.col("kind"), pl.col("term"), pl.col("title")
-    # A similar_text claim is followed, in its factor, by the your_event claim that says what you did.
+    # A customers or similar_text claim may be followed, in its factor, by the your_event claim that says
+    # what the shopper did with the product it names; a your_event claim alone is a factor of its own.
     you = pl.col("event_types").shift(-1).over("card", "factor").list.first()
+    alone = pl.int_range(pl.len()).over("card", "factor") == 0
     words = (pl.when(kind == "attribute").then(history_phrases(pl.format("with '{}'", term)))
              .when(kind == "category").then(history_phrases(pl.format("in {}", term)))
-             .when(kind == "customers").then(customers_phrase(pl.col("event_types"), pl.col("count"), title))
+             .when(kind == "customers").then(customers_phrase(pl.col("event_types"), pl.col("count"), title, you))
              .when(kind == "similar_text").then(similar_phrase(pl.col("count"), title, you))
+             .when((kind == "your_event") & alone).then(you_did(pl.col("event_types").list.first(), title))
              .otherwise(pl.lit("")))
     factors = (rows.with_columns(words=words).group_by("card", "factor", maintain_order=True)
                .agg(pl.col("words").str.join(""))

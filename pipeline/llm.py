@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ExplanationsConfig
 from pipeline.explain import (
-    PROMPT_VERSION, CatalogTerms, Explanation, Facts, explanations_frame, facts_frame, facts_objects,
+    PROMPT_VERSION, REPLY_SCHEMA, CatalogTerms, Explanation, Facts, explanations_frame, facts_frame, facts_objects,
     grounding_problem, parse_reply, prompt_messages, template_explanations,
 )
 
@@ -185,7 +185,7 @@ async def _write_all(facts: list[Facts], templates: list[Explanation], llm: LLMS
                     response = await client.post("/chat/completions", cast_to=ChatCompletion, body={
                         "model": llm.model, "messages": prompt_messages(f), "temperature": 0.3,
                         "max_tokens": llm.max_reply_tokens,
-                        **({"response_format": {"type": "json_object"}} if options.json_mode else {})})
+                        **({"response_format": _response_format(options)} if options.json_mode else {})})
                 except Exception as exc:  # the client already retried; any failure here falls back
                     failures_in_a_row += 1
                     reason = f"endpoint error: {type(exc).__name__}"
@@ -218,6 +218,11 @@ async def _write_all(facts: list[Facts], templates: list[Explanation], llm: LLMS
         await client.close()
     stats.breaker_open = failures_in_a_row >= options.breaker_failures
     return results
+
+
+def _response_format(options: ExplanationsConfig) -> dict:
+    """JSON mode, with the reply's schema when the server takes one (`reply_schema`)."""
+    return {"type": "json_object", **({"schema": REPLY_SCHEMA} if options.reply_schema else {})}
 
 
 def _budget_problem(options: ExplanationsConfig, stats: WriteStats, failures_in_a_row: int) -> str | None:

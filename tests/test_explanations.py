@@ -64,8 +64,8 @@ def test_facts_hold_only_what_the_warehouse_says(published):
     tent = next(f for f in facts_of_alpha_one(published) if f.user_id == "U_TENT" and f.product["product_id"] == "C02")
     together = [c for c in tent.claims if c["kind"] == "customers"]
     assert together and together[0]["title"] == "Backpacking Tent Two Person"
-    assert any("other customers bought both Backpacking Tent Two Person and this" in f
-               or "Backpacking Tent Two Person and this are both in the histories of" in f for f in tent.factors)
+    assert any("Backpacking Tent Two Person" in f and ("other customers bought both" in f
+                                                       or "other shoppers have both" in f) for f in tent.factors)
 
 
 def test_facts_count_each_event_type_exactly_and_never_the_shopper_or_the_product_itself():
@@ -75,6 +75,10 @@ def test_facts_count_each_event_type_exactly_and_never_the_shopper_or_the_produc
         "description": ["A lamp.", "", None, "Delta", "A fine lamp for reading at night."],
         "category": ["Lights", "Lights", "Garden", "Lights", "Lights"],
         "attributes": [["red", "soft", "red"], ["soft", "blue", "soft"], [], ["red"], ["soft", "red"]]})
+    # Nobody's products, so that Lights holds under half the catalog (a category is claimed only then).
+    products = pl.concat([products, pl.DataFrame({
+        "product_id": ["F1", "F2", "F3", "F4"], "title": ["F1 Pot", "F2 Pot", "F3 Pot", "F4 Pot"],
+        "description": [""] * 4, "category": ["Pots"] * 4, "attributes": [["clay"]] * 4})])
     events = pl.DataFrame({
         "user_id": ["u1", "u1", "u1", "u1", "u1", "u2", "u3", "u3", "u4", "u4", "u5", "u5", "u1"],
         "product_id": ["B", "C", "B", "E", "E", "A", "B", "A", "B", "A", "B", "A", "A"],
@@ -95,10 +99,12 @@ def test_facts_count_each_event_type_exactly_and_never_the_shopper_or_the_produc
     assert first.factors[:2] == ["you bought 1 item with 'soft' and added 1 more to your cart",
                                  "you bought 1 item with 'red'"]
     # B and A were both bought by u3 and u4; u1 never bought A, so both are other customers.
-    assert first.factors[2] == "2 other customers bought both Beta Lamp and this"
-    assert [c for c in first.claims if c["kind"] == "customers"] == [
+    assert first.factors[2] == "you added Beta Lamp to your cart, and 2 other customers bought both it and this"
+    assert [c for c in first.claims if c["factor"] == 2] == [
         {"factor": 2, "kind": "customers", "term": None, "product_id": "B", "title": "Beta Lamp",
-         "event_types": ["purchase"], "count": 2}]
+         "event_types": ["purchase"], "count": 2},
+        {"factor": 2, "kind": "your_event", "term": None, "product_id": "B", "title": "Beta Lamp",
+         "event_types": ["cart"], "count": 1}]
     assert first.scores == {"content": 0.13, "behavior": 0.0}
     # D holds 'red' with E (bought) and A (viewed), and is in Lights with E, B (carted) and A.
     assert no_evidence.factors == ["you bought 1 item with 'red' and viewed 1 more",
@@ -116,7 +122,7 @@ def test_facts_count_each_event_type_exactly_and_never_the_shopper_or_the_produc
     assert nothing.height == 0 and template_explanations(nothing).columns == written.columns
 
 
-def test_a_product_with_no_claim_says_so_plainly():
+def test_a_card_with_nothing_shared_names_only_what_the_shopper_did_or_says_so_plainly():
     products = pl.DataFrame({"product_id": ["A", "B"], "title": ["Alpha Lamp", "Beta Lamp"],
                              "description": ["", ""], "category": ["Lights", "Garden"],
                              "attributes": [["red"], ["blue"]]})
@@ -127,6 +133,9 @@ def test_a_product_with_no_claim_says_so_plainly():
     source = FactSource(products, events, pl.DataFrame(schema={"product_id": pl.String, "neighbor_id": pl.String,
                                                                "co_count": pl.Int64}))
     written = template_explanations(source.facts(recommendations)).row(0, named=True)
+    assert written["reasoning_factors"] == ["you viewed Beta Lamp"]  # the evidence: nothing more is claimed
+    written = template_explanations(source.facts(recommendations.with_columns(
+        evidence_product_ids=pl.lit([], dtype=pl.List(pl.String))))).row(0, named=True)
     assert written["reasoning_factors"] == [] and written["explanation"] == WITHOUT_FACTORS
     assert "popular" not in written["explanation"].lower() and "similar" not in written["explanation"].lower()
 
