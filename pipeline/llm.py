@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import ExplanationsConfig
 from pipeline.explain import (
-    PROMPT_VERSION, REPLY_SCHEMA, CatalogTerms, Explanation, Facts, explanations_frame, facts_frame, facts_objects,
+    PROMPT_VERSION, REPLY_SCHEMA, CatalogTerms, copied_factors, Explanation, Facts, explanations_frame, facts_frame, facts_objects,
     grounding_problem, parse_reply, prompt_messages, template_explanations,
 )
 
@@ -238,5 +238,5 @@ def _budget_problem(options: ExplanationsConfig, stats: WriteStats, failures_in_
 def _from_reply(facts: Facts, reply: dict, model: str) -> Explanation:
     return Explanation(user_id=facts.user_id, rank=facts.rank, product_id=facts.product["product_id"],
                        blurb=reply["blurb"], explanation=reply["explanation"],
-                       reasoning_factors=reply["reasoning_factors"] or facts.factors[:3], provider=PROVIDER,
+                       reasoning_factors=copied_factors(reply, facts) or facts.factors[:3], provider=PROVIDER,
                        model=model, prompt_version=PROMPT_VERSION, facts_digest=facts.digest)
