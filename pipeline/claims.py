@@ -45,21 +45,19 @@ CLAIMS_TABLE = {"user_id": pl.String, "rank": pl.Int32, "product_id": pl.String,
 """The published `explanation_claims` rows: one per claim, keyed by the card (user_id, rank, product_id)."""
 
 
-def history_phrases(where: pl.Expr) -> pl.Expr:
+def history_phrases(where: pl.Expr, first: pl.Expr, last: pl.Expr) -> pl.Expr:
     """The words of an `attribute` or `category` factor from its claims, one row each, strongest event first
     within each factor: "you bought 2 items with 'x', added 1 more to your cart and viewed 3 more". `where`
-    is the phrase naming the term ("with 'x'", "in Lamps"); the rows carry `card` and `factor`. Aggregate
-    with `.str.join("")` per factor."""
+    is the phrase naming the term ("with 'x'", "in Lamps"); `first` and `last` say whether a row opens or
+    closes its factor. Join the rows' words per factor."""
     event = pl.col("event_types").list.first()
     verb = event.replace_strict({t: verb for t, (verb, _) in _ACTION.items()}, return_dtype=pl.String)
     after = event.replace_strict({t: after for t, (_, after) in _ACTION.items()}, return_dtype=pl.String)
-    position = pl.int_range(pl.len()).over("card", "factor")
-    last = position == pl.len().over("card", "factor") - 1
     items = pl.when(pl.col("count") == 1).then(pl.lit("item")).otherwise(pl.lit("items"))
-    first = pl.format("you {} {} {} {}{}", verb, pl.col("count"), items, where, after)
+    opening = pl.format("you {} {} {} {}{}", verb, pl.col("count"), items, where, after)
     more = pl.format("{} {} more{}", verb, pl.col("count"), after)
-    separator = pl.when(position == 0).then(pl.lit("")).when(last).then(pl.lit(" and ")).otherwise(pl.lit(", "))
-    return pl.concat_str(separator, pl.when(position == 0).then(first).otherwise(more))
+    separator = pl.when(first).then(pl.lit("")).when(last).then(pl.lit(" and ")).otherwise(pl.lit(", "))
+    return pl.concat_str(separator, pl.when(first).then(opening).otherwise(more))
 
 
 def you_did(event_type: pl.Expr, title: pl.Expr) -> pl.Expr:

@@ -411,10 +411,14 @@ def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     kind, term, title = pl.col("kind"), pl.col("term"), pl.col("title")
     # A customers or similar_text claim may be followed, in its factor, by the your_event claim that says
     # what the shopper did with the product it names; a your_event claim alone is a factor of its own.
-    you = pl.col("event_types").shift(-1).over("card", "factor").list.first()
-    alone = pl.int_range(pl.len()).over("card", "factor") == 0
-    words = (pl.when(kind == "attribute").then(history_phrases(pl.format("with '{}'", term)))
-             .when(kind == "category").then(history_phrases(pl.format("in {}", term)))
+    # Rows come in (card, factor) order, so a factor's first and last rows are where the key changes (shifts:
+    # windows over a million cards' groups cost ten times as much).
+    key = pl.col("card").cast(pl.UInt64) * 8 + pl.col("factor").cast(pl.UInt64)
+    first, last = key.shift(1).ne_missing(key), key.shift(-1).ne_missing(key)
+    you = pl.when(last).then(None).otherwise(pl.col("event_types").shift(-1)).list.first()
+    alone = first
+    words = (pl.when(kind == "attribute").then(history_phrases(pl.format("with '{}'", term), first, last))
+             .when(kind == "category").then(history_phrases(pl.format("in {}", term), first, last))
              .when(kind == "customers").then(customers_phrase(pl.col("event_types"), pl.col("count"), title, you))
              .when(kind == "similar_text").then(similar_phrase(pl.col("count"), title, you))
              .when((kind == "your_event") & alone).then(you_did(pl.col("event_types").list.first(), title))
