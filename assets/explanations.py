@@ -1,5 +1,6 @@
 """The explanations asset: a blurb and a "why this recommendation" for every recommendation, bucket by bucket."""
 
+import contextlib
 import math
 from dataclasses import replace
 
@@ -9,7 +10,7 @@ import polars as pl
 from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_of_buckets, user_buckets
 from assets.reporting import frame_metadata, preview, reported
 from assets.resources import ShopSettings, spilled_buckets
-from pipeline.audit import audit_claims, audited_explanations, summed_audits
+from pipeline.audit import ClaimAudit, audited_explanations, summed_audits
 from pipeline.behavior import ItemCooccurrence
 from pipeline.claims import CLAIMS_TABLE
 from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, LlmSelection, template_explanations
@@ -41,7 +42,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
     options = replace(config.explanations, max_calls=math.ceil(config.explanations.max_calls / USER_BUCKETS),
                       max_tokens=math.ceil(config.explanations.max_tokens / USER_BUCKETS))
     llm = resolve_llm(options)
-    with reported(context) as meta, spilled_buckets(context) as batches:
+    with reported(context) as meta, spilled_buckets(context) as batches, contextlib.ExitStack() as run:
         buckets = [bucket for bucket in BUCKET_NAMES if bucket in recommendations]
         # What facts are drawn from is prepared once for the run's buckets (one pass over the catalog and the
         # co-occurrence pairs); the cards' facts are made a slice of a bucket at a time, so only that slice's
@@ -49,9 +50,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         histories = events_of_buckets(context, night_plan.events_of(interactions))
         pairs = behavior_model.pairs(ranked=False)
         source = FactSource(products, histories, pairs, faiss_index.similar, log=interactions)
-
-        def check(claims: pl.DataFrame) -> pl.DataFrame:
-            return audit_claims(claims, products, histories, pairs, faiss_index.similar, log=interactions)
+        check = run.enter_context(ClaimAudit(products, histories, pairs, faiss_index.similar, log=interactions))
 
         terms = CatalogTerms(products) if llm else None  # what an LLM's texts are checked against
         selection = (LlmSelection(histories, options.llm_top_ranks, options.llm_active_days,

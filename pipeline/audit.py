@@ -27,18 +27,18 @@ _RECOUNT = {
     # Products other than the card's holding the attribute (as the card's product does), under the
     # shopper's strongest event.
     "attribute": """
-        SELECT c.claim, CASE WHEN bool_and(own.product_id IS NOT NULL) THEN count(DISTINCT s.product_id) END AS actual
+        SELECT c.claim, CASE WHEN bool_and(own.product_id IS NOT NULL) THEN count(s.product_id) END AS actual  -- one row per product: held and shoppers are distinct
         FROM claims c
         LEFT JOIN held own ON own.product_id = c.product_id AND own.term = c.term
-        LEFT JOIN (strongest s JOIN held h ON h.product_id = s.product_id)
+        LEFT JOIN (shoppers s JOIN held h ON h.product_id = s.product_id)
                ON s.user_id = c.user_id AND s.product_id <> c.product_id AND h.term = c.term
               AND s.event_type = c.event_types[1]
         WHERE c.kind = 'attribute' GROUP BY c.claim""",
     "category": """
-        SELECT c.claim, CASE WHEN bool_and(own.category = c.term) THEN count(DISTINCT s.product_id) END AS actual
+        SELECT c.claim, CASE WHEN bool_and(own.category = c.term) THEN count(s.product_id) END AS actual  -- one row per product: held and shoppers are distinct
         FROM claims c
         JOIN products own ON own.product_id = c.product_id
-        LEFT JOIN (strongest s JOIN products p ON p.product_id = s.product_id)
+        LEFT JOIN (shoppers s JOIN products p ON p.product_id = s.product_id)
                ON s.user_id = c.user_id AND s.product_id <> c.product_id AND p.category = c.term
               AND s.event_type = c.event_types[1]
         WHERE c.kind = 'category' GROUP BY c.claim""",
@@ -47,25 +47,23 @@ _RECOUNT = {
     "customers": """
         WITH pairs AS (SELECT DISTINCT named_product_id AS a, product_id AS b FROM claims
                        WHERE kind = 'customers' AND event_types = ['purchase']),
-             bought AS (SELECT DISTINCT user_id, product_id FROM log WHERE event_type = 'purchase'),
              both_bought AS (SELECT pairs.a, pairs.b, count(*) AS users FROM pairs
                              JOIN bought x ON x.product_id = pairs.a
                              JOIN bought y ON y.product_id = pairs.b AND y.user_id = x.user_id
-                             GROUP BY ALL),
-             mine AS (SELECT DISTINCT user_id, product_id, event_type FROM interactions)
+                             GROUP BY ALL)
         SELECT c.claim,
                CASE WHEN c.event_types = ['purchase'] THEN coalesce(any_value(bb.users), 0)
                          - CASE WHEN bool_or(m1.event_type = 'purchase') AND bool_or(m2.event_type = 'purchase')
                                 THEN 1 ELSE 0 END
-                    WHEN list_sort(c.event_types) = (SELECT list_sort(list(DISTINCT event_type)) FROM log)
+                    WHEN list_sort(c.event_types) = (SELECT event_types FROM logged)
                     THEN coalesce(any_value(co.co_count), 0)
                          - CASE WHEN count(m1.user_id) > 0 AND count(m2.user_id) > 0 THEN 1 ELSE 0 END
                     END AS actual
         FROM claims c
         LEFT JOIN both_bought bb ON bb.a = c.named_product_id AND bb.b = c.product_id
         LEFT JOIN item_cooccurrence co ON co.product_id = c.named_product_id AND co.neighbor_id = c.product_id
-        LEFT JOIN mine m1 ON m1.user_id = c.user_id AND m1.product_id = c.named_product_id
-        LEFT JOIN mine m2 ON m2.user_id = c.user_id AND m2.product_id = c.product_id
+        LEFT JOIN shoppers m1 ON m1.user_id = c.user_id AND m1.product_id = c.named_product_id
+        LEFT JOIN shoppers m2 ON m2.user_id = c.user_id AND m2.product_id = c.product_id
         WHERE c.kind = 'customers' AND c.named_product_id <> c.product_id GROUP BY c.claim, c.event_types""",
     # The card's product at the stated rank of the named product's nearest by text.
     "similar_text": """
@@ -77,44 +75,80 @@ _RECOUNT = {
     "your_event": """
         SELECT c.claim, CASE WHEN bool_or(s.event_type = c.event_types[1]) THEN 1 ELSE 0 END AS actual
         FROM claims c
-        LEFT JOIN strongest s ON s.user_id = c.user_id AND s.product_id = c.named_product_id
+        LEFT JOIN shoppers s ON s.user_id = c.user_id AND s.product_id = c.named_product_id
         WHERE c.kind = 'your_event' AND c.named_product_id <> c.product_id GROUP BY c.claim, c.event_types""",
 }
 
 
-def audit_claims(claims: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
-                 cooccurrence: pl.DataFrame, similar: pl.DataFrame | None = None,
-                 log: pl.DataFrame | None = None) -> pl.DataFrame:
-    """`claims` (`pipeline.claims.CLAIMS_TABLE` rows) with `holds`: whether the published tables bear each
-    one out. `interactions`: the shoppers' events (or more); `log`: the whole event log, where other
-    customers are counted (default: `interactions`); `cooccurrence`: item_cooccurrence's rows;
-    `similar`: similar_products' rows. A claim of a kind this module does not know never holds."""
-    numbered = claims.with_row_index("claim")
-    if numbered.is_empty():
-        return numbered.drop("claim").with_columns(holds=pl.lit(None, pl.Boolean))
-    log = interactions if log is None else log
-    similar = similar if similar is not None else pl.DataFrame(
-        schema={"product_id": pl.String, "rank": pl.Int32, "similar_product_id": pl.String})
-    con = duckdb.connect()
-    try:
-        con.register("claims", numbered.select("claim", "user_id", "product_id", "kind", "term",
-                                               "named_product_id", "event_types", "count"))
+class ClaimAudit:
+    """The tables an audit reads, loaded into DuckDB once per run; calling it with a slice of claims says of
+    each whether it holds. `interactions`: the shoppers' events (or more); `log`: the whole event log, where
+    other customers are counted (default: `interactions`); `cooccurrence`: item_cooccurrence's rows;
+    `similar`: similar_products' rows. What is derived from them (each shopper's strongest event per
+    product, who bought what, each product's attributes) is computed here once, not per slice: a slice's
+    audit then costs about what its claims do, not what the log does."""
+
+    def __init__(self, products: pl.DataFrame, interactions: pl.DataFrame, cooccurrence: pl.DataFrame,
+                 similar: pl.DataFrame | None = None, log: pl.DataFrame | None = None):
+        log = interactions if log is None else log
+        similar = similar if similar is not None else pl.DataFrame(
+            schema={"product_id": pl.String, "rank": pl.Int32, "similar_product_id": pl.String})
+        self._con = con = duckdb.connect()
         con.register("products", products.select("product_id", "category", "attributes"))
         con.register("interactions", interactions.select("user_id", "product_id", "event_type"))
         con.register("log", log.select("user_id", "product_id", "event_type"))
         con.register("item_cooccurrence", cooccurrence.select("product_id", "neighbor_id", "co_count"))
         con.register("similar_products", similar.select("product_id", "rank", "similar_product_id"))
         con.execute("CREATE TEMP TABLE held AS SELECT DISTINCT product_id, unnest(attributes) AS term FROM products")
+        # Sorted by user, so that a slice of users (the writer's slices are runs of users) reads only the
+        # blocks holding them.
         con.execute(f"""CREATE TEMP TABLE strongest AS
             SELECT user_id, product_id, arg_max(event_type, {_STRENGTH}) AS event_type FROM interactions
-            WHERE user_id IN (SELECT DISTINCT user_id FROM claims) GROUP BY user_id, product_id""")
-        actual = pl.concat([con.execute(query).pl().cast({"claim": pl.UInt32, "actual": pl.Int64})
-                            for query in _RECOUNT.values()])
-    finally:
-        con.close()
-    return (numbered.join(actual, on="claim", how="left", maintain_order="left")
-            .with_columns(holds=(pl.col("actual") == pl.col("count")).fill_null(False))
-            .drop("claim", "actual"))
+            GROUP BY user_id, product_id ORDER BY user_id""")
+        con.execute("""CREATE TEMP TABLE bought AS
+            SELECT DISTINCT user_id, product_id FROM log WHERE event_type = 'purchase'""")
+        con.execute("CREATE TEMP TABLE logged AS SELECT list_sort(list(DISTINCT event_type)) AS event_types FROM log")
+        con.unregister("interactions")
+        con.unregister("log")
+
+    def __call__(self, claims: pl.DataFrame) -> pl.DataFrame:
+        """`claims` (`pipeline.claims.CLAIMS_TABLE` rows) with `holds`: whether the tables bear each one out.
+        A claim of a kind this module does not know never holds."""
+        numbered = claims.with_row_index("claim")
+        if numbered.is_empty():
+            return numbered.drop("claim").with_columns(holds=pl.lit(None, pl.Boolean))
+        con = self._con
+        con.register("claims", numbered.select("claim", "user_id", "product_id", "kind", "term",
+                                               "named_product_id", "event_types", "count"))
+        try:
+            con.execute("""CREATE OR REPLACE TEMP TABLE shoppers AS
+                SELECT s.* FROM strongest s
+                WHERE s.user_id BETWEEN (SELECT min(user_id) FROM claims) AND (SELECT max(user_id) FROM claims)
+                  AND s.user_id IN (SELECT user_id FROM claims)""")
+            actual = pl.concat([con.execute(query).pl().cast({"claim": pl.UInt32, "actual": pl.Int64})
+                                for query in _RECOUNT.values()])
+        finally:
+            con.unregister("claims")
+        return (numbered.join(actual, on="claim", how="left", maintain_order="left")
+                .with_columns(holds=(pl.col("actual") == pl.col("count")).fill_null(False))
+                .drop("claim", "actual"))
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> "ClaimAudit":
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def audit_claims(claims: pl.DataFrame, products: pl.DataFrame, interactions: pl.DataFrame,
+                 cooccurrence: pl.DataFrame, similar: pl.DataFrame | None = None,
+                 log: pl.DataFrame | None = None) -> pl.DataFrame:
+    """`claims` with `holds`, audited once against these tables (`ClaimAudit`, whose arguments these are)."""
+    with ClaimAudit(products, interactions, cooccurrence, similar, log) as audit:
+        return audit(claims)
 
 
 def audit_summary(audited: pl.DataFrame) -> pl.DataFrame:

@@ -326,10 +326,10 @@ class FactSource:
         attributes = (cards.select("card", "user_code", "mine",
                                    code=self.attribute_codes.gather(cards["product_code"]))
                       .explode("code").drop_nulls("code")
-                      .with_columns(order=pl.int_range(pl.len()).over("card")))
+                      .with_columns(order=_position_in_run(pl.col("card"))))
         attributes = (self._counted(attributes).filter(pl.col("total") > 0)
                       .sort(["card", "total", "order"], descending=[False, True, False])
-                      .with_columns(slot=pl.int_range(pl.len(), dtype=pl.Int32).over("card"))
+                      .with_columns(slot=_position_in_run(pl.col("card")))
                       .filter(pl.col("slot") < 2))
         category = self._counted(cards.select("card", "user_code", "mine",
                                               code=self.category_codes.gather(cards["product_code"]))
@@ -383,14 +383,15 @@ class FactSource:
             engaged.select("card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String),
                            product_id="product_id", title="title", event_types=pl.concat_list("you"),
                            count=pl.lit(1, pl.Int64)),
-        ], how="vertical_relaxed").sort(["card", "slot"], maintain_order=True)
+        ], how="vertical_relaxed")
         rows = pl.concat([by_shopper, naming], how="vertical_relaxed").sort(["card", "slot"],
                                                                                          maintain_order=True)
         # The first MAX_FACTORS slots a card fills are its factors, numbered in that order.
-        numbered = (rows.select("card", "slot").unique(maintain_order=True)
-                    .with_columns(factor=pl.int_range(pl.len(), dtype=pl.Int32).over("card"))
-                    .filter(pl.col("factor") < MAX_FACTORS))
-        rows = rows.join(numbered, on=["card", "slot"], maintain_order="left")
+        slot = pl.col("card").cast(pl.UInt64) * 8 + pl.col("slot").cast(pl.UInt64)
+        opened = slot.ne_missing(slot.shift(1)).cast(pl.Int32).cum_sum()  # slots opened so far, over all cards
+        card_opens = pl.col("card").ne_missing(pl.col("card").shift(1))
+        rows = (rows.with_columns(factor=opened - pl.when(card_opens).then(opened).forward_fill())
+                .filter(pl.col("factor") < MAX_FACTORS))
         return _rendered(rows)
 
     def _counted(self, terms: pl.DataFrame) -> pl.DataFrame:
@@ -408,27 +409,45 @@ class FactSource:
 def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     """Each card's claims (rows of card, factor, then `CLAIM`'s fields, in factor order) as a `CLAIM` list,
     and its factors' words rendered from exactly those claims."""
-    kind, term, title = pl.col("kind"), pl.col("term"), pl.col("title")
+    term, title = pl.col("term"), pl.col("title")
     # A customers or similar_text claim may be followed, in its factor, by the your_event claim that says
     # what the shopper did with the product it names; a your_event claim alone is a factor of its own.
     # Rows come in (card, factor) order, so a factor's first and last rows are where the key changes (shifts:
     # windows over a million cards' groups cost ten times as much).
     key = pl.col("card").cast(pl.UInt64) * 8 + pl.col("factor").cast(pl.UInt64)
-    first, last = key.shift(1).ne_missing(key), key.shift(-1).ne_missing(key)
-    you = pl.when(last).then(None).otherwise(pl.col("event_types").shift(-1)).list.first()
-    alone = first
-    words = (pl.when(kind == "attribute").then(history_phrases(pl.format("with '{}'", term), first, last))
-             .when(kind == "category").then(history_phrases(pl.format("in {}", term), first, last))
-             .when(kind == "customers").then(customers_phrase(pl.col("event_types"), pl.col("count"), title, you))
-             .when(kind == "similar_text").then(similar_phrase(pl.col("count"), title, you))
-             .when((kind == "your_event") & alone).then(you_did(pl.col("event_types").list.first(), title))
-             .otherwise(pl.lit("")))
-    factors = (rows.with_columns(words=words).group_by("card", "factor", maintain_order=True)
-               .agg(pl.col("words").str.join(""))
+    marked = rows.select("kind", "term", "title", "event_types", "count", row=pl.int_range(pl.len(), dtype=pl.UInt32),
+                         first=key.shift(1).ne_missing(key), last=key.shift(-1).ne_missing(key),
+                         you=pl.when(key.shift(-1).ne_missing(key)).then(None)
+                         .otherwise(pl.col("event_types").shift(-1)).list.first())
+    first, last, you = pl.col("first"), pl.col("last"), pl.col("you")
+    phrase = {
+        "attribute": history_phrases(pl.format("with '{}'", term), first, last),
+        "category": history_phrases(pl.format("in {}", term), first, last),
+        "customers": customers_phrase(pl.col("event_types"), pl.col("count"), title, you),
+        "similar_text": similar_phrase(pl.col("count"), title, you),
+        # A your_event claim is words of its own only when it opens its factor.
+        "your_event": pl.when(first).then(you_did(pl.col("event_types").list.first(), title)).otherwise(pl.lit("")),
+    }
+    # Each kind's words are formatted for its own rows only (a when/then chain formats every branch for
+    # every row).
+    by_kind = marked.partition_by("kind", as_dict=True)
+    words = (pl.concat([marked.clear().select("row", words=pl.lit("")), *(
+        part.select("row", words=phrase.get(kind, pl.lit(""))) for (kind,), part in by_kind.items())])
+             .sort("row")["words"])
+    # (Lists joined after the group-by: joining strings inside it costs several times as much.)
+    factors = (rows.select("card", "factor", words=words).group_by("card", "factor", maintain_order=True)
+               .agg(pl.col("words")).with_columns(pl.col("words").list.join(""))
                .group_by("card", maintain_order=True).agg(factors="words"))
     claims = rows.group_by("card", maintain_order=True).agg(
         claims=pl.struct([f.name for f in CLAIM.fields]).cast(CLAIM))
     return claims.join(factors, on="card", maintain_order="left")
+
+
+def _position_in_run(key: pl.Expr) -> pl.Expr:
+    """Each row's position (0, 1, ...) within its run of equal `key` values, for rows grouped by key: where the
+    key changes, then a forward fill (a window over each group costs ten times as much)."""
+    index = pl.int_range(pl.len(), dtype=pl.Int32)
+    return index - pl.when(key.ne_missing(key.shift(1))).then(index).forward_fill()
 
 
 def _bought_together(log: pl.DataFrame, product_codes: pl.DataFrame) -> pl.DataFrame:
