@@ -71,9 +71,10 @@ _RECOUNT = {
         FROM claims c
         LEFT JOIN similar_products s ON s.product_id = c.named_product_id AND s.similar_product_id = c.product_id
         WHERE c.kind = 'similar_text' AND c.named_product_id <> c.product_id GROUP BY c.claim""",
-    # The shopper's strongest event on the named product.
+    # The shopper's strongest event on the named product, and the month (UTC) of their latest one of that type.
     "your_event": """
-        SELECT c.claim, CASE WHEN bool_or(s.event_type = c.event_types[1]) THEN 1 ELSE 0 END AS actual
+        SELECT c.claim, CASE WHEN bool_or(s.event_type = c.event_types[1] AND s.month = c.month) THEN 1 ELSE 0 END
+               AS actual
         FROM claims c
         LEFT JOIN shoppers s ON s.user_id = c.user_id AND s.product_id = c.named_product_id
         WHERE c.kind = 'your_event' AND c.named_product_id <> c.product_id GROUP BY c.claim, c.event_types""",
@@ -94,8 +95,9 @@ class ClaimAudit:
         similar = similar if similar is not None else pl.DataFrame(
             schema={"product_id": pl.String, "rank": pl.Int32, "similar_product_id": pl.String})
         self._con = con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")  # months are UTC months
         con.register("products", products.select("product_id", "category", "attributes"))
-        con.register("interactions", interactions.select("user_id", "product_id", "event_type"))
+        con.register("interactions", interactions.select("user_id", "product_id", "event_type", "timestamp"))
         con.register("log", log.select("user_id", "product_id", "event_type"))
         con.register("item_cooccurrence", cooccurrence.select("product_id", "neighbor_id", "co_count"))
         con.register("similar_products", similar.select("product_id", "rank", "similar_product_id"))
@@ -103,8 +105,12 @@ class ClaimAudit:
         # Sorted by user, so that a slice of users (the writer's slices are runs of users) reads only the
         # blocks holding them.
         con.execute(f"""CREATE TEMP TABLE strongest AS
-            SELECT user_id, product_id, arg_max(event_type, {_STRENGTH}) AS event_type FROM interactions
-            GROUP BY user_id, product_id ORDER BY user_id""")
+            WITH ranked AS (SELECT user_id, product_id, event_type, timestamp, {_STRENGTH} AS strength,
+                                   max({_STRENGTH}) OVER (PARTITION BY user_id, product_id) AS top
+                            FROM interactions)
+            SELECT user_id, product_id, any_value(event_type) AS event_type,
+                   strftime(max(timestamp), '%Y-%m') AS month
+            FROM ranked WHERE strength = top GROUP BY user_id, product_id ORDER BY user_id""")
         con.execute("""CREATE TEMP TABLE bought AS
             SELECT DISTINCT user_id, product_id FROM log WHERE event_type = 'purchase'""")
         con.execute("CREATE TEMP TABLE logged AS SELECT list_sort(list(DISTINCT event_type)) AS event_types FROM log")
@@ -119,7 +125,7 @@ class ClaimAudit:
             return numbered.drop("claim").with_columns(holds=pl.lit(None, pl.Boolean))
         con = self._con
         con.register("claims", numbered.select("claim", "user_id", "product_id", "kind", "term",
-                                               "named_product_id", "event_types", "count"))
+                                               "named_product_id", "event_types", "count", "month"))
         try:
             con.execute("""CREATE OR REPLACE TEMP TABLE shoppers AS
                 SELECT s.* FROM strongest s

@@ -14,8 +14,9 @@ countable statement about the published tables that SQL can check (`pipeline.aud
   event on both, as of the cold night that fitted it).
 - `similar_text` (product_id q, count r): the recommended product is at rank r in q's `similar_products`
   (nearest by the sentence embedding of title, category, attributes and description).
-- `your_event` (product_id q, event_types [T]): the shopper's strongest event on q is T (with a `customers`
-  or `similar_text` claim naming q in the same factor, or alone: "you bought X").
+- `your_event` (product_id q, event_types [T], month m): the shopper's strongest event on q is T, and their
+  latest event of type T on q was in the month m ("YYYY-MM", UTC): "you bought X in May 2014" (with a
+  `customers` or `similar_text` claim naming q in the same factor, or alone).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ MIN_OTHER_CUSTOMERS = 2
 """A `customers` claim is made from this many other customers up (one other customer is no signal)."""
 
 CLAIM = pl.Struct({"factor": pl.Int32, "kind": pl.String, "term": pl.String, "product_id": pl.String,
-                   "title": pl.String, "event_types": pl.List(pl.String), "count": pl.Int64})
+                   "title": pl.String, "event_types": pl.List(pl.String), "count": pl.Int64, "month": pl.String})
 """One claim of a card: which of its factors states it, and what it says (see the module's docstring)."""
 
 CLAIMS_TABLE = {"user_id": pl.String, "rank": pl.Int32, "product_id": pl.String, "factor": pl.Int32,
                 "kind": pl.String, "term": pl.String, "named_product_id": pl.String,
-                "event_types": pl.List(pl.String), "count": pl.Int64}
+                "event_types": pl.List(pl.String), "count": pl.Int64, "month": pl.String}
 """The published `explanation_claims` rows: one per claim, keyed by the card (user_id, rank, product_id)."""
 
 
@@ -60,17 +61,29 @@ def history_phrases(where: pl.Expr, first: pl.Expr, last: pl.Expr) -> pl.Expr:
     return pl.concat_str(separator, pl.when(first).then(opening).otherwise(more))
 
 
-def you_did(event_type: pl.Expr, title: pl.Expr) -> pl.Expr:
-    """What the shopper did with a product, by their strongest event on it: "you added X to your cart"."""
+_MONTHS = {f"{m:02d}": name for m, name in enumerate(
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+     "November", "December"], start=1)}
+
+
+def month_name(month: pl.Expr) -> pl.Expr:
+    """A claim's month ("2014-05") as the shopper reads it: "May 2014"."""
+    return pl.concat_str(month.str.slice(5, 2).replace_strict(_MONTHS, return_dtype=pl.String), pl.lit(" "),
+                         month.str.slice(0, 4))
+
+
+def you_did(event_type: pl.Expr, title: pl.Expr, month: pl.Expr) -> pl.Expr:
+    """What the shopper did with a product, by their strongest event on it, and when they last did it: "you
+    added X to your cart in May 2014"."""
     verb = event_type.replace_strict({t: verb for t, (verb, _) in _ACTION.items()}, return_dtype=pl.String)
     after = event_type.replace_strict({t: after for t, (_, after) in _ACTION.items()}, return_dtype=pl.String)
-    return pl.format("you {} {}{}", verb, title, after)
+    return pl.format("you {} {}{} in {}", verb, title, after, month_name(month))
 
 
-def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr, you: pl.Expr) -> pl.Expr:
-    """The words of a `customers` factor, with what the shopper did with X when known (`you`, an event type):
-    "you viewed X, and 3 other customers bought both it and this"; for any event type, "... and 12 other
-    shoppers have both it and this in their histories"."""
+def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr, you: pl.Expr, month: pl.Expr) -> pl.Expr:
+    """The words of a `customers` factor, with what the shopper did with X and when, when known (`you`, an
+    event type; `month`): "you viewed X in May 2014, and 3 other customers bought both it and this"; for any
+    event type, "... and 12 other shoppers have both it and this in their histories"."""
     only = event_types.list.first()
     single = event_types.list.len() == 1
     both = (pl.when(single & (only == "purchase")).then(pl.format("{} other customers bought both", count))
@@ -78,17 +91,17 @@ def customers_phrase(event_types: pl.Expr, count: pl.Expr, title: pl.Expr, you: 
             .otherwise(pl.format("{} other shoppers have both", count)))
     tail = pl.when(single & only.is_in(["purchase", "rating"])).then(pl.lit("")).otherwise(pl.lit(" in their histories"))
     return (pl.when(you.is_null()).then(pl.format("{} {} and this{}", both, title, tail))
-            .otherwise(pl.format("{}, and {} it and this{}", you_did(you, title), both, tail)))
+            .otherwise(pl.format("{}, and {} it and this{}", you_did(you, title, month), both, tail)))
 
 
-def similar_phrase(rank: pl.Expr, title: pl.Expr, event_type: pl.Expr) -> pl.Expr:
+def similar_phrase(rank: pl.Expr, title: pl.Expr, event_type: pl.Expr, month: pl.Expr) -> pl.Expr:
     """The words of a `similar_text` factor with its `your_event`: "its product text is among the 3 closest
-    in our catalog to that of X, which you viewed"."""
+    in our catalog to that of X, which you viewed in May 2014"."""
     you = event_type.replace_strict(PAST_TENSE, return_dtype=pl.String)
     return (pl.when(rank == 1).then(pl.format("its product text is the closest in our catalog to that of {}, "
-                                              "which you {}", title, you))
+                                              "which you {} in {}", title, you, month_name(month)))
             .otherwise(pl.format("its product text is among the {} closest in our catalog to that of {}, which "
-                                 "you {}", rank, title, you)))
+                                 "you {} in {}", rank, title, you, month_name(month))))
 
 
 def claims_table(facts: pl.DataFrame) -> pl.DataFrame:
@@ -98,4 +111,4 @@ def claims_table(facts: pl.DataFrame) -> pl.DataFrame:
             .explode("claim").drop_nulls("claim").unnest("claim"))
     return rows.select("user_id", pl.col("rank").cast(pl.Int32), product_id="card_product", factor="factor",
                        kind="kind", term="term", named_product_id="product_id", event_types="event_types",
-                       count="count")
+                       count="count", month="month")

@@ -232,10 +232,15 @@ class FactSource:
         ])
         self.user_codes = interactions.select("user_id").unique().with_row_index("user_code")
         strength = pl.col("event_type").replace_strict(EVENT_STRENGTH, default=0, return_dtype=pl.Int8)
-        owned = (interactions.select("user_id", "product_id", strength=strength)
+        # Each shopper's strongest event on each product, and the month of their latest event of that type
+        # (months since year 0, decoded by `_month`): the largest of strength * 2^20 + month holds both.
+        month = pl.col("timestamp").dt.year().cast(pl.Int32) * 12 + pl.col("timestamp").dt.month().cast(pl.Int32) - 1
+        owned = (interactions.select("user_id", "product_id", packed=strength.cast(pl.Int32) * 2**20 + month)
                  .join(self.user_codes, on="user_id").join(self.product_codes, on="product_id")
-                 .group_by("user_code", "product_code").agg(pl.col("strength").max()))
-        self.owned = owned.select(pair=_pair("user_code", "product_code"), strength="strength").sort("pair")
+                 .group_by("user_code", "product_code").agg(pl.col("packed").max())
+                 .select("user_code", "product_code", strength=(pl.col("packed") // 2**20).cast(pl.Int8),
+                         month=pl.col("packed") % 2**20))
+        self.owned = owned.select(pair=_pair("user_code", "product_code"), strength="strength", month="month").sort("pair")
         # How many of each shopper's products hold each term, by the shopper's strongest event on them.
         self.term_counts = (
             owned.join(product_terms, on="product_code")
@@ -308,12 +313,13 @@ class FactSource:
                   maintain_order="left")
             .filter(pl.col("item_code") != pl.col("product_code"))
         )
-        evidence = evidence.with_columns(
-            you=_looked_up(self.owned, evidence.select(_pair("user_code", "item_code")).to_series()))
+        yours = evidence.select(_pair("user_code", "item_code")).to_series()
+        evidence = evidence.with_columns(you=_looked_up(self.owned, yours),
+                                         you_month=_month(_looked_up(self.owned, yours, "month")))
         to_product = evidence.select(_pair("item_code", "product_code")).to_series()
         buyer = EVENT_STRENGTH["purchase"]
         return evidence.select(
-            "card", "item_code", "you",
+            "card", "item_code", "you", "you_month",
             bought_both=_looked_up(self.co_bought, to_product).fill_null(0)
             - ((pl.col("mine") == buyer) & (pl.col("you") == buyer)).fill_null(False).cast(pl.Int64),
             engaged_both=_looked_up(self.co_engaged, to_product).fill_null(0)
@@ -343,46 +349,58 @@ class FactSource:
                       .sort(["card", "slot", "strength"], descending=[False, False, True])
                       .select("card", "slot", "kind", term=pl.lit(self.term_names).gather(pl.col("code")),
                               product_id=pl.lit(None, pl.String), title=pl.lit(None, pl.String),
-                              event_types=pl.concat_list("event"), count="count"))
-        # Customers who chose both: the first evidence item bought together often enough, else the first
-        # engaged with together often enough.
+                              event_types=pl.concat_list("event"), count="count", month=pl.lit(None, pl.String)))
+        # Customers who chose both: the first two evidence items bought together often enough, else engaged
+        # with together often enough (bought first); the second is the card's fifth slot, after its text.
         enough = MIN_OTHER_CUSTOMERS
         named = pl.lit(self.catalog["product_id"]).gather(pl.col("item_code"))
         your_event = pl.col("you").replace_strict(_EVENT_OF_STRENGTH, return_dtype=pl.String)
+        evidence = evidence.with_row_index("order")
         customers = (
             evidence.with_columns(level=pl.when(pl.col("bought_both") >= enough).then(0)
                                   .when(pl.col("engaged_both") >= enough).then(1))
-            .drop_nulls("level").with_row_index("order").sort(["card", "level", "order"])
-            .group_by("card", maintain_order=True).first()
-            .select("card", slot=pl.lit(2, pl.Int32), product_id=named, title="title", you=your_event,
+            .drop_nulls("level").sort(["card", "level", "order"])
+            .with_columns(nth=_position_in_run(pl.col("card"))).filter(pl.col("nth") < 2)
+            .select("card", "item_code", slot=pl.when(pl.col("nth") == 0).then(pl.lit(2, pl.Int32))
+                    .otherwise(pl.lit(5, pl.Int32)), product_id=named, title="title", you=your_event,
+                    month="you_month",
                     event_types=pl.when(pl.col("level") == 0).then(pl.lit(["purchase"]))
                     .otherwise(pl.lit(self.engaged_event_types, dtype=pl.List(pl.String))),
                     count=pl.when(pl.col("level") == 0).then("bought_both").otherwise("engaged_both"))
         )
+        # Text close to an evidence item the shopper engaged with, preferring one no customers factor names:
+        # two reasons about two of the shopper's products say more than two about one, so a text factor on
+        # an item already named comes after every other factor.
         similar = (
             evidence.filter(pl.col("text_rank").is_not_null() & pl.col("you").is_not_null())
+            .join(customers.select("card", "item_code", named_already=pl.lit(True)), on=["card", "item_code"],
+                  how="left", maintain_order="left")
+            .sort(["card", pl.col("named_already").is_not_null(), "order"])
             .group_by("card", maintain_order=True).first()
-            .select("card", slot=pl.lit(4, pl.Int32), product_id=named, title="title", event_types=pl.lit(
-                [], dtype=pl.List(pl.String)), count="text_rank", you=your_event)
+            .select("card", "item_code", slot=pl.when(pl.col("named_already")).then(pl.lit(7, pl.Int32))
+                    .otherwise(pl.lit(4, pl.Int32)), product_id=named, title="title",
+                    event_types=pl.lit([], dtype=pl.List(pl.String)), count="text_rank", you=your_event,
+                    month="you_month")
         )
-        # The last resort, for a card with no other factor: what the shopper did with the evidence item that
-        # counted most.
-        said = pl.concat([by_shopper.select("card"), customers.select("card"), similar.select("card")])
-        engaged = (evidence.filter(pl.col("you").is_not_null()).join(said, on="card", how="anti")
+        # What the shopper did with the first evidence item no factor above names (on a card with no other
+        # factor, the evidence item that counted most).
+        engaged = (evidence.filter(pl.col("you").is_not_null())
+                   .join(pl.concat([customers.select("card", "item_code"), similar.select("card", "item_code")]),
+                         on=["card", "item_code"], how="anti", maintain_order="left")
                    .group_by("card", maintain_order=True).first()
-                   .select("card", slot=pl.lit(5, pl.Int32), product_id=named, title="title", you=your_event))
+                   .select("card", slot=pl.lit(6, pl.Int32), product_id=named, title="title", you=your_event,
+                           month="you_month"))
+        customers, similar = customers.drop("item_code"), similar.drop("item_code")
         # A factor naming a product is followed by the your_event claim of what the shopper did with it.
+        none = pl.lit(None, pl.String)
         naming = pl.concat([
-            customers.select("card", "slot", kind=pl.lit("customers"), term=pl.lit(None, pl.String), product_id="product_id",
-                             title="title", event_types="event_types", count="count"),
-            similar.select("card", "slot", kind=pl.lit("similar_text"), term=pl.lit(None, pl.String),
-                           product_id="product_id", title="title", event_types="event_types", count="count"),
-            pl.concat([customers.drop_nulls("you"), similar], how="diagonal_relaxed").select(
-                "card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String), product_id="product_id",
-                title="title", event_types=pl.concat_list("you"), count=pl.lit(1, pl.Int64)),
-            engaged.select("card", "slot", kind=pl.lit("your_event"), term=pl.lit(None, pl.String),
-                           product_id="product_id", title="title", event_types=pl.concat_list("you"),
-                           count=pl.lit(1, pl.Int64)),
+            customers.select("card", "slot", kind=pl.lit("customers"), term=none, product_id="product_id",
+                             title="title", event_types="event_types", count="count", month=none),
+            similar.select("card", "slot", kind=pl.lit("similar_text"), term=none, product_id="product_id",
+                           title="title", event_types="event_types", count="count", month=none),
+            pl.concat([customers.drop_nulls("you"), similar, engaged], how="diagonal_relaxed").select(
+                "card", "slot", kind=pl.lit("your_event"), term=none, product_id="product_id", title="title",
+                event_types=pl.concat_list("you"), count=pl.lit(1, pl.Int64), month="month"),
         ], how="vertical_relaxed")
         rows = pl.concat([by_shopper, naming], how="vertical_relaxed").sort(["card", "slot"],
                                                                                          maintain_order=True)
@@ -415,18 +433,20 @@ def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     # Rows come in (card, factor) order, so a factor's first and last rows are where the key changes (shifts:
     # windows over a million cards' groups cost ten times as much).
     key = pl.col("card").cast(pl.UInt64) * 8 + pl.col("factor").cast(pl.UInt64)
-    marked = rows.select("kind", "term", "title", "event_types", "count", row=pl.int_range(pl.len(), dtype=pl.UInt32),
-                         first=key.shift(1).ne_missing(key), last=key.shift(-1).ne_missing(key),
-                         you=pl.when(key.shift(-1).ne_missing(key)).then(None)
-                         .otherwise(pl.col("event_types").shift(-1)).list.first())
-    first, last, you = pl.col("first"), pl.col("last"), pl.col("you")
+    last = key.shift(-1).ne_missing(key)
+    marked = rows.select("kind", "term", "title", "event_types", "count", "month",
+                         row=pl.int_range(pl.len(), dtype=pl.UInt32), first=key.shift(1).ne_missing(key), last=last,
+                         you=pl.when(last).then(None).otherwise(pl.col("event_types").shift(-1)).list.first(),
+                         you_month=pl.when(last).then(None).otherwise(pl.col("month").shift(-1)))
+    first, last, you, you_month = pl.col("first"), pl.col("last"), pl.col("you"), pl.col("you_month")
     phrase = {
         "attribute": history_phrases(pl.format("with '{}'", term), first, last),
         "category": history_phrases(pl.format("in {}", term), first, last),
-        "customers": customers_phrase(pl.col("event_types"), pl.col("count"), title, you),
-        "similar_text": similar_phrase(pl.col("count"), title, you),
+        "customers": customers_phrase(pl.col("event_types"), pl.col("count"), title, you, you_month),
+        "similar_text": similar_phrase(pl.col("count"), title, you, you_month),
         # A your_event claim is words of its own only when it opens its factor.
-        "your_event": pl.when(first).then(you_did(pl.col("event_types").list.first(), title)).otherwise(pl.lit("")),
+        "your_event": pl.when(first).then(you_did(pl.col("event_types").list.first(), title, pl.col("month")))
+        .otherwise(pl.lit("")),
     }
     # Each kind's words are formatted for its own rows only (a when/then chain formats every branch for
     # every row).
@@ -441,6 +461,13 @@ def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     claims = rows.group_by("card", maintain_order=True).agg(
         claims=pl.struct([f.name for f in CLAIM.fields]).cast(CLAIM))
     return claims.join(factors, on="card", maintain_order="left")
+
+
+def _month(months: pl.Series) -> pl.Series:
+    """Months since year 0 as "YYYY-MM" (formatted once per distinct month)."""
+    distinct = months.drop_nulls().unique()
+    names = pl.select(pl.format("{}-{}", distinct // 12, (distinct % 12 + 1).cast(pl.String).str.zfill(2))).to_series()
+    return months.replace_strict(distinct, names, default=None, return_dtype=pl.String)
 
 
 def _position_in_run(key: pl.Expr) -> pl.Expr:
@@ -476,15 +503,17 @@ def _found(keys: pl.Series, wanted: pl.Series) -> pl.Series:
     return pl.select(pl.when((keys.gather(at) == wanted).fill_null(False)).then(at)).to_series()
 
 
-def _looked_up(table: pl.DataFrame, keys: pl.Series) -> pl.Series:
-    """The value of a (key, value) table sorted by its unique keys, for each key (null when absent): a binary
-    search, which costs a fraction of a hash join against a table of millions of rows."""
+def _looked_up(table: pl.DataFrame, keys: pl.Series, value: str | None = None) -> pl.Series:
+    """The value (its second column, or `value`) of a table sorted by its unique keys (its first column), for
+    each key (null when absent): a binary search, which costs a fraction of a hash join against a table of
+    millions of rows."""
+    values = table[value] if value else table.to_series(1)
     if table.is_empty():
-        return pl.Series([None] * len(keys), dtype=table.dtypes[1])
-    key, value = table.get_columns()
+        return pl.Series([None] * len(keys), dtype=values.dtype)
+    key = table.to_series(0)
     at = key.search_sorted(keys).clip(upper_bound=table.height - 1)
     found = (key.gather(at) == keys).fill_null(False)
-    return pl.select(pl.when(found).then(value.gather(at))).to_series()
+    return pl.select(pl.when(found).then(values.gather(at))).to_series()
 
 
 def _rows(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
@@ -566,7 +595,8 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
     if invented:
         return f"names a product not in its facts: {sorted(invented)[0]}"
     allowed_text = normalize(" ".join([facts.product["description"], facts.product["category"], *facts.names(),
-                                       *facts.attributes(), *(h["category"] for h in facts.history)]))
+                                       *facts.attributes(), *(h["category"] for h in facts.history),
+                                       *facts.factors]))  # the factors' own words ("in May 2014")
     stray = {a for a in terms.named_attributes(text) if f" {a} " not in f" {allowed_text} "}
     if stray:
         return f"names an attribute not in its facts: {sorted(stray)[0]}"

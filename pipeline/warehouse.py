@@ -62,6 +62,7 @@ TABLES: dict[str, dict[str, str]] = {
     "explanation_claims": {
         "user_id": "VARCHAR", "rank": "INTEGER", "product_id": "VARCHAR", "factor": "INTEGER", "kind": "VARCHAR",
         "term": "VARCHAR", "named_product_id": "VARCHAR", "event_types": "VARCHAR[]", "count": "BIGINT",
+        "month": "VARCHAR",
     },
 }
 
@@ -385,10 +386,10 @@ def _write_table(con: duckdb.DuckDBPyConnection, name: str, frames: Frames, run:
     columns = {**schema, **LINEAGE_COLUMNS}
     ddl = ", ".join(f'"{c}" {t}' for c, t in columns.items())
     con.execute(f'CREATE TABLE IF NOT EXISTS "{name}" ({ddl})')
+    # Tables outlive releases: columns added since the table was created are added, older rows get NULL.
+    for column, kind in columns.items():
+        con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{column}" {kind}')
     if history:
-        # History outlives releases: columns added since the table was created are added, older rows get NULL.
-        for column, kind in columns.items():
-            con.execute(f'ALTER TABLE "{name}" ADD COLUMN IF NOT EXISTS "{column}" {kind}')
         con.execute(f'DELETE FROM "{name}" WHERE run_id = ?', [run.run_id])
     else:
         con.execute(f'DELETE FROM "{name}" WHERE user_id IN (SELECT user_id FROM replaced_users)')
