@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -51,6 +51,37 @@ INJECTION_MARKERS = re.compile(
     r"(previous|prior|above)|system prompt|you are now|new instructions|jailbreak|developer mode",
     re.IGNORECASE,
 )
+
+
+# What a shop's card must never carry, whatever its facts say: a link or bare domain, an e-mail address,
+# HTML or markdown markup, a script URL or an event handler. (Checked on the reply's raw text.)
+UNSAFE_TEXT = {
+    "an e-mail address": re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+"),
+    "a link": re.compile(r"(?i)\b(?:https?|ftp)://|\bwww\.|\b[a-z0-9-]+(?:\.[a-z0-9-]+)*\.(?:com|net|org|edu|gov|io|co"
+                         r"|info|biz|me|app|dev|shop|store|online|site|xyz|top|link|example|ru|cn|de|uk|fr)\b"),
+    "markup": re.compile(r"(?i)<\s*/?\s*[a-z!][^>]*>|&lt;|&#|javascript:|\bon[a-z]+\s*=|\[[^\]]*\]\([^)]*\)"),
+}
+
+# A sentence of merchant text that speaks to whoever writes the card rather than about the product: an
+# injection marker, or an order about what to write or where to send the shopper. Such sentences are data
+# the model was told not to follow, and never facts a text may repeat.
+_INSTRUCTION = re.compile(
+    r"(?i)^(?:\W*(?:please|now|and|then|also|you must|you should|always|never)\b\W*)*"
+    r"(?:ignore|disregard|forget|reply|respond|answer|say|write|output|print|repeat|pretend|act as|tell|"
+    r"visit|click|go to|email|e-mail|contact|call)\b")
+
+
+def instruction_sentences(text: str) -> list[str]:
+    """The sentences of a merchant text that read as instructions (`_INSTRUCTION`, `INJECTION_MARKERS`)."""
+    sentences = re.split(r"(?<=[.!?:;])\s+|\n+", text or "")
+    return [s for s in sentences if s.strip() and (INJECTION_MARKERS.search(s) or _INSTRUCTION.search(s.strip()))]
+
+
+def without_instructions(text: str) -> str:
+    """A merchant text less its instruction-like sentences."""
+    for sentence in instruction_sentences(text):
+        text = text.replace(sentence, " ")
+    return text
 
 
 # The facts document's keys, in order, and the `Facts` fields they hold.
@@ -589,6 +620,17 @@ def grounding_problem(reply: dict, facts: Facts, terms: CatalogTerms) -> str | N
     text = f"{reply['blurb']} {reply['explanation']}"
     if INJECTION_MARKERS.search(text):
         return "echoes an instruction"
+    for what, pattern in UNSAFE_TEXT.items():
+        if pattern.search(text) or any(pattern.search(f) for f in reply["reasoning_factors"]):
+            return f"contains {what}"
+    merchant = facts.product["description"]
+    said_words = f" {normalize(text)} "
+    for sentence in instruction_sentences(merchant):
+        words = normalize(sentence).split()
+        if any(f" {' '.join(words[i:i + 4])} " in said_words for i in range(max(len(words) - 3, 0))):
+            return "repeats an instruction from the merchant's text"
+    # What the merchant's text tells a writer to do is no fact: its words do not ground a text.
+    facts = replace(facts, product={**facts.product, "description": without_instructions(merchant)})
     allowed_titles = {normalize(t) for t in facts.names()}
     invented = {t for t in terms.named_titles(text)
                 if t not in allowed_titles and not any(t in allowed for allowed in allowed_titles)}
