@@ -71,6 +71,11 @@ _INSTRUCTION = re.compile(
     r"visit|click|go to|email|e-mail|contact|call)\b")
 
 
+_UNQUOTABLE = "|".join(f"(?:{pattern})" for pattern in [
+    *(p.pattern for p in UNSAFE_TEXT.values()), _INSTRUCTION.pattern, "(?i)" + INJECTION_MARKERS.pattern])
+"""A merchant sentence matching this is never quoted in a blurb (polars' regex syntax takes these patterns)."""
+
+
 def instruction_sentences(text: str) -> list[str]:
     """The sentences of a merchant text that read as instructions (`_INSTRUCTION`, `INJECTION_MARKERS`)."""
     sentences = re.split(r"(?<=[.!?:;])\s+|\n+", text or "")
@@ -773,7 +778,9 @@ def product_blurbs(products: pl.DataFrame) -> pl.DataFrame:
                                                                                      quoted_tags))
                                           .otherwise(pl.format("{}.", title)))
              .when(tags.list.len() > 0).then(tagged).otherwise(untagged))
-    quoting = sentence.is_not_null() & (pick % 4 == 3)  # a quarter of products with a sentence to quote
+    # A quarter of products with a sentence to quote, unless it carries a link, an address or markup, or
+    # speaks to the writer (the same rules as an LLM's reply).
+    quoting = sentence.is_not_null() & ~sentence.str.contains(_UNQUOTABLE).fill_null(False) & (pick % 4 == 3)
     return products.select("product", blurb=pl.when(quoting).then(_formatted(_BLURB_QUOTED, fields)).otherwise(plain))
 
 
