@@ -37,7 +37,7 @@ def products(context: dg.AssetExecutionContext, settings: ShopSettings) -> Itera
         catalog = read_catalog(config.input_dir, config.quality, strict=False)
         meta.update(frame_metadata(catalog.products), source=str(catalog.source), rows_read=catalog.rows_read,
                     duplicates_dropped=catalog.duplicates_dropped, ignored_columns=", ".join(catalog.ignored_columns),
-                    categories=catalog.products["category"].n_unique(),
+                    descriptions_cut=catalog.descriptions_cut, categories=catalog.products["category"].n_unique(),
                     **quarantined(context, config, catalog.report))
     yield dg.Output(catalog.products, metadata=meta)
     yield check_result(catalog.report)

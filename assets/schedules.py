@@ -23,9 +23,12 @@ COLD_ONLY = dg.AssetSelection.assets("evaluation", "alpha_sweep", "behavior_mode
 # Runs that write the warehouse or the shared results: a queue can let one of them run at a time (see
 # docs/cluster/k8s/dagster.yaml) while bucket runs go side by side.
 WRITES_WAREHOUSE = {"shoprec/writes": "warehouse"}
+# Each job's tags are given as its `tags`, not `run_tags`: Dagster copies job tags onto every run of the job
+# however it is started (schedule, UI, `dagster job launch`, `dagster job execute`), while `dagster job
+# launch` leaves `run_tags` out, and a night without its bucket-range tags fails at its first per-user step.
 
 nightly_job = dg.define_asset_job(
-    "nightly", selection=dg.AssetSelection.all(), run_tags={**EVERY_BUCKET, **WRITES_WAREHOUSE, NIGHT_TAG: COLD},
+    "nightly", selection=dg.AssetSelection.all(), tags={**EVERY_BUCKET, **WRITES_WAREHOUSE, NIGHT_TAG: COLD},
     description="A cold night: materialize every asset, from raw inputs to the published warehouse (models fit "
                 "and evaluated again, every user recomputed), every user bucket in one run.",
     hooks={record_failure},
@@ -36,7 +39,7 @@ NIGHT_REASON_TAG = "shoprec/night_reason"
 
 incremental_job = dg.define_asset_job(
     "nightly_incremental", selection=INCREMENTAL_ASSETS,
-    run_tags={**EVERY_BUCKET, **WRITES_WAREHOUSE, NIGHT_TAG: INCREMENTAL},
+    tags={**EVERY_BUCKET, **WRITES_WAREHOUSE, NIGHT_TAG: INCREMENTAL},
     description="An incremental night: new inputs read and checked, changed products encoded, and only the "
                 "users whose events or listed products changed recomputed and replaced in the warehouse, with "
                 "the last cold night's evaluation, alpha and behavioural model.",
@@ -44,7 +47,7 @@ incremental_job = dg.define_asset_job(
 )
 
 shared_job = dg.define_asset_job(
-    "nightly_shared", selection=dg.AssetSelection.all() - PER_USER - PUBLISHING, run_tags=WRITES_WAREHOUSE,
+    "nightly_shared", selection=dg.AssetSelection.all() - PER_USER - PUBLISHING, tags=WRITES_WAREHOUSE,
     description="The night fanned out, step 1: everything shared by all users (inputs, embeddings, index, "
                 "evaluation and alpha, behavioural model).",
     hooks={record_failure},
@@ -58,7 +61,7 @@ buckets_job = dg.define_asset_job(
 )
 
 publish_job = dg.define_asset_job(
-    "nightly_publish", selection=PUBLISHING, run_tags=WRITES_WAREHOUSE,
+    "nightly_publish", selection=PUBLISHING, tags=WRITES_WAREHOUSE,
     description="The night fanned out, step 3: every bucket merged and published in one transaction, once "
                 "each was checked to come from the shared results of step 1.",
     hooks={record_failure},

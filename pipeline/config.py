@@ -149,6 +149,11 @@ class QualityConfig:
     future_tolerance_minutes: float = 60.0
     """An event stamped later than now plus this is quarantined (clock skew allowance)."""
     max_title_length: int = 300
+    max_description_length: int = 5000
+    """A longer product description is cut at a word to at most this many characters ("…" ending it), or its
+    row quarantined (`long_descriptions`); either way counted in the products asset's metadata and the log."""
+    long_descriptions: str = "cut"
+    """"cut" or "quarantine"."""
     categories: list = field(default_factory=list)
     """Allowed product categories; empty: any non-empty category."""
 
@@ -167,7 +172,8 @@ class ApiConfig:
     max_k: int = 100
     """The largest `k` a request may ask for."""
     api_key: str = ""
-    """When set (here or as SHOPREC__API__API_KEY), every endpoint but /health needs it in X-API-Key."""
+    """When set (here or as SHOPREC__API__API_KEY), every endpoint that reads published data needs it in
+    X-API-Key (/health, /frontend, /docs, /openapi.json and the dashboard's files stay public)."""
     cors_origins: list = field(default_factory=lambda: ["http://localhost:8000", "http://127.0.0.1:8000"])
     """Browser origins allowed to call the API (the dashboard's)."""
 
@@ -390,6 +396,9 @@ def _validate(settings: Settings) -> None:
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
         ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),
         ("scale.executor", settings.scale.executor in EXECUTORS, f"must be one of {', '.join(EXECUTORS)}"),
+        ("quality.long_descriptions", settings.quality.long_descriptions in {"cut", "quarantine"},
+         "must be one of cut, quarantine"),
+        ("quality.max_description_length", settings.quality.max_description_length >= 100, "must be at least 100"),
         ("scale.cold_every_days", settings.scale.cold_every_days > 0, "must be more than 0"),
         ("scale.text_change_tolerance", 0 <= settings.scale.text_change_tolerance <= 2,
          "must be between 0 (every text change recomputes its listers) and 2"),

@@ -87,6 +87,8 @@ class Catalog:
     """Rows dropped as repeats of another: exact copies, and older versions (also quarantined)."""
     report: QualityReport
     ignored_columns: list[str]
+    descriptions_cut: int = 0
+    """Descriptions cut to `quality.max_description_length`."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,13 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
     path = find_input(input_dir, "products")
     raw, ignored = _read_as_text(path, PRODUCT_COLUMNS)
     typed, unparsed = _parse(raw, path, PRODUCT_COLUMNS)
+    long = typed["description"].str.len_chars() > quality.max_description_length
+    descriptions_cut = int(long.sum())
+    if descriptions_cut and quality.long_descriptions == "cut":
+        log.warning("%s: %d descriptions longer than %d characters cut (quality.max_description_length)", path,
+                    descriptions_cut, quality.max_description_length)
+        typed = typed.with_columns(description=pl.when(long).then(
+            cut_text(pl.col("description"), quality.max_description_length)).otherwise(pl.col("description")))
     report = assess(products_suite(quality), typed, raw, path, quality, prior=unparsed)
     valid = typed.join(report.quarantine.select("row"), on="row", how="anti")
     distinct = valid.unique(list(PRODUCT_COLUMNS), keep="first", maintain_order=True)
@@ -138,7 +147,8 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
         moved = quarantine_rows(older, raw, path, OLDER_VERSION_RULE, "product_id")
         report = dataclasses.replace(report, quarantine=pl.concat([report.quarantine, moved]).sort("row"))
     catalog = Catalog(products=products.drop("row"), source=path, rows_read=raw.height,
-                      duplicates_dropped=valid.height - products.height, report=report, ignored_columns=ignored)
+                      duplicates_dropped=valid.height - products.height, report=report, ignored_columns=ignored,
+                      descriptions_cut=descriptions_cut if quality.long_descriptions == "cut" else 0)
     if strict:
         ensure_passed(report, path)
     return catalog
@@ -420,12 +430,19 @@ _EXPECTED = {
 }
 
 
+def cut_text(text: pl.Expr, limit: int) -> pl.Expr:
+    """Text cut to at most `limit` characters at the last space before it (or at the limit), "…" ending it."""
+    head = text.str.slice(0, limit - 1)
+    at_word = head.str.replace(r"\s+\S*$", "")
+    return pl.concat_str(pl.when(at_word.str.len_chars() > limit // 2).then(at_word).otherwise(head), pl.lit("…"))
+
+
 def _parser(kind: str, column: str) -> pl.Expr:
     text = pl.col(column).str.strip_chars()
     if kind == "id":
         return pl.when(text != "").then(text).alias(column)
-    if kind == "text":
-        return pl.col(column).fill_null("").alias(column)
+    if kind == "text":  # trimmed: a title of spaces is no title
+        return text.fill_null("").alias(column)
     if kind == "tags":
         return (
             text.fill_null("").str.split("|")

@@ -121,6 +121,9 @@ def products_suite(config: QualityConfig) -> Suite:
     suite.add(gxe.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1,
                                                        max_value=config.max_title_length))
     suite.add(gxe.ExpectColumnValueLengthsToBeBetween(column="category", min_value=1))
+    if config.long_descriptions == "quarantine":
+        suite.add(gxe.ExpectColumnValueLengthsToBeBetween(column="description",
+                                                           max_value=config.max_description_length))
     if config.categories:
         suite.add(gxe.ExpectColumnValuesToBeInSet(column="category", value_set=config.categories))
     suite.add(gxe.ExpectColumnValuesToBeBetween(column="price", min_value=0))

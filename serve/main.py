@@ -184,7 +184,7 @@ def _lists(snapshot: Snapshot, user_id: str) -> tuple[list[Recommendation], bool
     return [Recommendation(
         rank=i + 1, product_id=p["product_id"], title=p["title"], category=p["category"], price=p["price"],
         score=None, semantic_similarity=None, content_score=None, behavior_score=None,
-        description=p["description"], blurb=None, explanation=f"Recommended because it is {FALLBACK_REASON}.",
+        description=p["excerpt"], blurb=None, explanation=f"Recommended because it is {FALLBACK_REASON}.",
         reasoning_factors=[f"{FALLBACK_REASON}: {p['buyers']} buyers"], evidence_product_ids=[],
         created_at=created) for i, p in enumerate(snapshot.popular)], True
 
@@ -195,7 +195,7 @@ def _card(snapshot: Snapshot, row: dict) -> Recommendation:
         rank=row["rank"], product_id=row["product_id"], title=product["title"], category=product["category"],
         price=product["price"], score=row["score"], semantic_similarity=row["content_similarity"],
         content_score=row["content_score"], behavior_score=row["behavior_score"],
-        description=product["description"], blurb=row["blurb"], explanation=row["explanation"],
+        description=product["excerpt"], blurb=row["blurb"], explanation=row["explanation"],
         reasoning_factors=row["reasoning_factors"] or [], evidence_product_ids=row["evidence_product_ids"] or [],
         created_at=row["computed_at"])
 

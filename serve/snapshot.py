@@ -13,10 +13,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
+from pipeline.ingest import cut_text
 from pipeline.warehouse import current_snapshot, read_snapshot
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 200
+CARD_DESCRIPTION_CHARS = 300
+"""A card's description is its product's, cut at a word to at most this many characters."""
 EXAMPLE_USERS = 20
 
 
@@ -47,7 +52,12 @@ class Snapshot:
     @classmethod
     def load(cls, path: Path) -> "Snapshot":
         tables = read_snapshot(path)
-        products = {row["product_id"]: row for row in tables["products"].iter_rows(named=True)}
+        # A card carries its product's description as an excerpt (the product page, the whole of it), so
+        # no list grows with the catalog's longest text.
+        products = {row["product_id"]: row for row in tables["products"].with_columns(
+            excerpt=pl.when(pl.col("description").str.len_chars() > CARD_DESCRIPTION_CHARS)
+            .then(cut_text(pl.col("description"), CARD_DESCRIPTION_CHARS)).otherwise(pl.col("description"))
+        ).iter_rows(named=True)}
         recommendations = _grouped(tables["recommendations"].iter_rows(named=True), "user_id")
         history = _grouped(tables["interactions"].iter_rows(named=True), "user_id")
         return cls(

@@ -101,7 +101,7 @@ def test_unknown_product_is_404(client):
     assert client.get("/products/NOPE/similar").status_code == 404
 
 
-def test_api_key_guards_everything_but_health(shop):
+def test_api_key_guards_every_route_that_reads_published_data(shop):
     settings = load_settings(shop.config_path, environ={"SHOPREC__API__API_KEY": "s3cret"})
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
@@ -111,6 +111,15 @@ def test_api_key_guards_everything_but_health(shop):
         assert client.get("/recommend_for_me", params={"user_id": "U_TRAIL"}).status_code == 401
         assert client.get("/model", headers={"X-API-Key": "wrong"}).status_code == 401
         assert client.get("/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+        # Public, as the README says: what holds no shop data (liveness, the dashboard's settings, the API's
+        # own description). Every other route, as the schema lists them, answers 401 without the key.
+        assert all(client.get(path).status_code == 200 for path in ("/health", "/frontend", "/docs", "/openapi.json"))
+        paths = client.get("/openapi.json").json()["paths"]
+        guarded = [path.replace("{user_id}", "U_TRAIL").replace("{product_id}", "T01") for path in paths
+                   if path not in ("/health", "/frontend")]
+        assert len(guarded) >= 8
+        assert {path: client.get(path).status_code for path in guarded} == {path: 401 for path in guarded}
+        assert all(client.get(path, headers={"X-API-Key": "s3cret"}).status_code in (200, 422) for path in guarded)
 
 
 def test_the_dashboard_reads_its_settings_and_users_to_try(client, shop):
