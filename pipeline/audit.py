@@ -9,10 +9,16 @@ who wants to re-check a card by hand.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import duckdb
 import polars as pl
 
 from pipeline.claims import EVENT_STRENGTH
+
+AUDIT_MEMORY_LIMIT = "1GB"
+"""What the audit's DuckDB may hold in memory; the rest of its tables stay on disk."""
 
 CLAIM_KINDS = ("attribute", "category", "customers", "similar_text", "your_event")
 
@@ -94,11 +100,19 @@ class ClaimAudit:
         log = interactions if log is None else log
         similar = similar if similar is not None else pl.DataFrame(
             schema={"product_id": pl.String, "rank": pl.Int32, "similar_product_id": pl.String})
-        self._con = con = duckdb.connect()
+        # On disk, in a temporary folder, within AUDIT_MEMORY_LIMIT: at a million shoppers the derived tables
+        # are gigabytes, which DuckDB pages in as the slices' queries need them.
+        self._folder = tempfile.TemporaryDirectory(prefix="shoprec-audit-")
+        self._con = con = duckdb.connect(str(Path(self._folder.name) / "audit.duckdb"))
+        con.execute(f"SET memory_limit = '{AUDIT_MEMORY_LIMIT}'")
+        con.execute("SET preserve_insertion_order = false")
         con.execute("SET TimeZone = 'UTC'")  # months are UTC months
         con.register("products", products.select("product_id", "category", "attributes"))
         con.register("interactions", interactions.select("user_id", "product_id", "event_type", "timestamp"))
-        con.register("log", log.select("user_id", "product_id", "event_type"))
+        if log is interactions:  # most often the shoppers' events are the whole log: one copy of millions of rows
+            con.execute("CREATE VIEW log AS SELECT user_id, product_id, event_type FROM interactions")
+        else:
+            con.register("log", log.select("user_id", "product_id", "event_type"))
         con.register("item_cooccurrence", cooccurrence.select("product_id", "neighbor_id", "co_count"))
         con.register("similar_products", similar.select("product_id", "rank", "similar_product_id"))
         con.execute("CREATE TEMP TABLE held AS SELECT DISTINCT product_id, unnest(attributes) AS term FROM products")
@@ -114,8 +128,11 @@ class ClaimAudit:
         con.execute("""CREATE TEMP TABLE bought AS
             SELECT DISTINCT user_id, product_id FROM log WHERE event_type = 'purchase'""")
         con.execute("CREATE TEMP TABLE logged AS SELECT list_sort(list(DISTINCT event_type)) AS event_types FROM log")
+        if log is interactions:
+            con.execute("DROP VIEW log")
+        else:
+            con.unregister("log")
         con.unregister("interactions")
-        con.unregister("log")
 
     def __call__(self, claims: pl.DataFrame) -> pl.DataFrame:
         """`claims` (`pipeline.claims.CLAIMS_TABLE` rows) with `holds`: whether the tables bear each one out.
@@ -141,6 +158,7 @@ class ClaimAudit:
 
     def close(self) -> None:
         self._con.close()
+        self._folder.cleanup()
 
     def __enter__(self) -> "ClaimAudit":
         return self

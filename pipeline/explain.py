@@ -281,7 +281,7 @@ class FactSource:
         self.term_counts = (
             owned.join(product_terms, on="product_code")
             .group_by(key=_pair("user_code", "code"))
-            .agg(*((pl.col("strength") == EVENT_STRENGTH[event]).sum().cast(pl.Int64).alias(event)
+            .agg(*((pl.col("strength") == EVENT_STRENGTH[event]).sum().cast(pl.UInt32).alias(event)
                    for event in BY_STRENGTH))
             .sort("key")
         )
