@@ -2,6 +2,7 @@
 per-user tables streamed in from every bucket."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -21,7 +22,7 @@ from pipeline.experiment import EvaluationResult
 from pipeline.incremental import NightPlan
 from pipeline.model_choice import ModelChoice
 from pipeline.vector_index import SavedIndex
-from pipeline.warehouse import RunRecord, prune_indexes, publish
+from pipeline.warehouse import RunRecord, prune_indexes, publish, quarantined_by_rule
 
 
 @dg.asset(group_name="recommender", kinds={"duckdb"})
@@ -93,8 +94,11 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                              replace_users=night_plan.users)
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
+        set_aside = inputs_set_aside(context, config.warehouse_path)
+        context.log.info(f"published {row_counts.get('recommendations', 0):,} recommendations; inputs set aside "
+                         f"this run: {set_aside}")
         meta.update(path=dg.MetadataValue.path(str(config.warehouse_path)), run_id=context.run_id,
-                    night=night_plan.kind,
+                    night=night_plan.kind, inputs_set_aside=set_aside,
                     old_indexes_removed=len(removed), user_buckets=USER_BUCKETS)
     return dg.MaterializeResult(metadata=meta)
 
@@ -104,3 +108,17 @@ PER_USER = [assets.content.user_profiles, assets.recommendations.recommendations
 
 class BucketsOutOfStepError(RuntimeError):
     """The per-user buckets were not all computed from the shared results being published."""
+
+
+def inputs_set_aside(context: dg.AssetExecutionContext, warehouse_path: Path) -> str:
+    """What this run's inputs lost on the way, in one line for the run's log: rows quarantined by file and rule,
+    and the columns the inputs' assets ignored."""
+    parts = [f"{Path(source).name}: {rows} quarantined ({rule})"
+             for source, rule, rows in quarantined_by_rule(warehouse_path, context.run_id).iter_rows()]
+    for asset in ("products", "interactions"):
+        event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        ignored = (event.asset_materialization.metadata.get("ignored_columns")
+                   if event and event.run_id == context.run_id and event.asset_materialization else None)
+        if ignored is not None and ignored.value:
+            parts.append(f"{asset}: ignored columns {ignored.value}")
+    return "; ".join(parts) or "nothing quarantined or ignored"

@@ -529,6 +529,16 @@ def read_snapshot(snapshot: Path) -> dict[str, pl.DataFrame]:
         con.close()
 
 
+def quarantined_by_rule(path: Path, run_id: str) -> pl.DataFrame:
+    """How many rows run `run_id` quarantined (source, rule, rows), most first per input."""
+    con = connect_readonly(path)
+    try:
+        return con.execute("SELECT source, rule, count(*) AS rows FROM quarantine WHERE run_id = ? "
+                           "GROUP BY source, rule ORDER BY source, rows DESC, rule", [run_id]).pl()
+    finally:
+        con.close()
+
+
 def connect_readonly(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path), read_only=True)
 

@@ -155,6 +155,10 @@ def quarantined(published, result) -> pl.DataFrame:
 
 def test_an_extra_unknown_column_is_accepted_ignored_and_said(messy, fault_report):
     assert metadata_value(messy, "products", "ignored_columns") == "supplier_notes"
+    # The run's closing summary says it too, with what was quarantined by rule.
+    summary = metadata_value(messy, "warehouse", "inputs_set_aside")
+    assert "products: ignored columns supplier_notes" in summary and "price must be a number" in summary
+    assert "interactions.csv: 1 quarantined" in summary
     fault_report("an extra unknown column", "accepted, ignored, logged", "published; ignored_columns: supplier_notes", 0)
 
 
