@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import DagsterEventType
+from dagster import DagsterEventType, DagsterInstance
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
@@ -25,7 +25,7 @@ class HealthCheckedRunLauncher(DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        pid = self._worker_pid(run)
+        pid = worker_pid(self._instance, run.run_id)
         if pid is None:  # (the worker records it before it marks the run started: not expected to happen)
             return CheckRunHealthResult(WorkerStatus.RUNNING, "the run worker has not recorded its process yet")
         if process_alive(pid):
@@ -33,14 +33,15 @@ class HealthCheckedRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(WorkerStatus.FAILED, f"the run worker (pid {pid}) is gone: killed or crashed "
                                                          "without reporting its end")
 
-    def _worker_pid(self, run: DagsterRun) -> int | None:
-        """The process id the run worker reported first (its "Started process for run" event)."""
-        for entry in self._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
-            data = entry.dagster_event.event_specific_data if entry.dagster_event else None
-            pid = (getattr(data, "metadata", None) or {}).get("pid")
-            if pid is not None:
-                return int(pid.value)
-        return None
+
+def worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
+    """The process id a run's worker reported first (its "Started process for run" engine event)."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+        pid = (getattr(data, "metadata", None) or {}).get("pid")
+        if pid is not None:
+            return int(pid.value)
+    return None
 
 
 def process_alive(pid: int) -> bool:

@@ -17,6 +17,7 @@ import duckdb
 import pytest
 import yaml
 
+from assets.launcher import worker_pid
 from conftest import PROJECT_ROOT, write_tiny_shop
 
 pytestmark = pytest.mark.faults
@@ -56,15 +57,11 @@ def wait_for(what, timeout: float, every: float = 0.5, why=lambda: ""):
     raise AssertionError(f"timed out after {timeout:.0f} s: {why()}")
 
 
-def worker_pid(instance: dg.DagsterInstance, run_id: str, step: str) -> int | None:
-    """The run worker's process id (its first engine event), once it has started `step`."""
-    logs = instance.all_logs(run_id)
+def started_worker(instance: dg.DagsterInstance, run_id: str, step: str) -> int | None:
+    """The run worker's process id, once it has started `step`."""
     started = any(entry.dagster_event and entry.dagster_event.event_type == dg.DagsterEventType.STEP_START
-                  and entry.dagster_event.step_key == step for entry in logs)
-    pids = [entry.dagster_event.event_specific_data.metadata["pid"].value for entry in logs
-            if entry.dagster_event and entry.dagster_event.event_type == dg.DagsterEventType.ENGINE_EVENT
-            and "pid" in (getattr(entry.dagster_event.event_specific_data, "metadata", None) or {})]
-    return int(pids[0]) if started and pids else None
+                  and entry.dagster_event.step_key == step for entry in instance.all_logs(run_id))
+    return worker_pid(instance, run_id) if started else None
 
 
 def start_daemon(env: dict, log: Path) -> subprocess.Popen:
@@ -103,7 +100,7 @@ def test_a_run_killed_with_everything_around_it_is_failed_and_the_next_night_pub
     daemon = start_daemon(env, log)
     try:
         killed = launch(instance, env)
-        wait_for(lambda: worker_pid(instance, killed, "recommendations"), timeout=240,
+        wait_for(lambda: started_worker(instance, killed, "recommendations"), timeout=240,
                  why=lambda: f"{instance.get_run_by_id(killed).status}; daemon: {log.read_text()[-1500:]}")
         stop(daemon, signal.SIGKILL)
         time.sleep(2)
@@ -140,7 +137,7 @@ def test_a_run_worker_killed_alone_is_failed_by_its_code_server(tmp_path, fault_
     daemon = start_daemon(env, log)
     try:
         killed = launch(instance, env)
-        pid = wait_for(lambda: worker_pid(instance, killed, "recommendations"), timeout=240,
+        pid = wait_for(lambda: started_worker(instance, killed, "recommendations"), timeout=240,
                        why=lambda: f"{instance.get_run_by_id(killed).status}; daemon: {log.read_text()[-1500:]}")
         os.kill(pid, signal.SIGKILL)
         assert wait_for(lambda: finished(instance, killed), timeout=120) == dg.DagsterRunStatus.FAILURE
