@@ -133,7 +133,7 @@ def read_catalog(input_dir: Path, quality: QualityConfig | None = None, strict: 
                     descriptions_cut, quality.max_description_length)
         typed = typed.with_columns(description=pl.when(long).then(
             cut_text(pl.col("description"), quality.max_description_length)).otherwise(pl.col("description")))
-    report = assess(products_suite(quality), typed, raw, path, quality, prior=unparsed)
+    report = assess(products_suite(quality, typed), typed, raw, path, quality, prior=unparsed)
     valid = typed.join(report.quarantine.select("row"), on="row", how="anti")
     distinct = valid.unique(list(PRODUCT_COLUMNS), keep="first", maintain_order=True)
     products = (
@@ -174,7 +174,7 @@ def read_event_log(input_dir: Path, known_products: pl.Series, quality: QualityC
     new_rows = None if unpublished is None or typed.is_empty() else unpublished(typed)
     checking = typed if new_rows is None else typed.filter(
         pl.col("row").is_in(new_rows.implode()) | pl.col("product_id").is_in(unknown_ids))
-    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc),
+    suite = interactions_suite(quality, checking, unknown_ids, now or datetime.now(timezone.utc),
                                whole_log=checking is typed)
     report = assess(suite, checking, raw, path, quality, prior=unparsed)
     # Each copy of a 20-million-event log is gigabytes: what is done with is let go before the next is made.
@@ -234,7 +234,7 @@ def read_new_events(input_dir: Path, known_products: pl.Series, published: Publi
                                    INTERACTION_COLUMNS, 1), []
     typed, unparsed = _parse(raw, path, INTERACTION_COLUMNS)
     unknown_ids = _unknown_products(typed, known_products)
-    suite = interactions_suite(quality, unknown_ids, now or datetime.now(timezone.utc), whole_log=False)
+    suite = interactions_suite(quality, typed, unknown_ids, now or datetime.now(timezone.utc), whole_log=False)
     report = assess(suite, typed, raw, path, quality, prior=unparsed, rows_read=before.rows + raw.height)
     new = _without(typed, report)
     histories = pl.concat([published.histories(new["user_id"].unique()).select(new.columns), new]) \

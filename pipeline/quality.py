@@ -19,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import QualityConfig
+from pipeline.ids import ID_RULE, unservable_ids
 
 EXAMPLES = 5
 """Failing values kept per expectation for the report."""
@@ -104,20 +105,25 @@ class Suite:
         self.expectations: list[tuple[Any, str, str]] = []
         """(expectation, effect, meaning)"""
 
-    def add(self, expectation: Any, effect: str = "quarantine", meaning: str = "") -> "Suite":
+    def add(self, expectation: Any, effect: str = "quarantine", meaning: str = "", rule: str = "") -> "Suite":
         """`effect`: "quarantine" (rows set aside, counted against the tolerance), "drop" (set aside, not
         counted: a tolerated kind of row with its own limit), or "table" (a property of the whole data,
-        with `meaning` saying in words what its failure means)."""
+        with `meaning` saying in words what its failure means). `rule`: the rule's name in reports, where
+        the expectation's own would not say it (a set of offending values found beforehand)."""
+        if rule:
+            expectation.meta = {**(expectation.meta or {}), "shoprec_rule": rule}
         self.expectations.append((expectation, effect, meaning))
         return self
 
 
-def products_suite(config: QualityConfig) -> Suite:
+def products_suite(config: QualityConfig, products: pl.DataFrame) -> Suite:
+    """`products`: the typed rows the suite will check (the ids that break the id rule are found there)."""
     import great_expectations.expectations as gxe
 
     suite = Suite("products")
     suite.add(gxe.ExpectTableRowCountToBeBetween(min_value=1), "table", "the catalog has no usable products")
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="product_id"))
+    _add_id_rule(suite, "product_id", unservable_ids(products["product_id"]))
     suite.add(gxe.ExpectColumnValueLengthsToBeBetween(column="title", min_value=1,
                                                        max_value=config.max_title_length))
     suite.add(gxe.ExpectColumnValueLengthsToBeBetween(column="category", min_value=1))
@@ -130,13 +136,14 @@ def products_suite(config: QualityConfig) -> Suite:
     return suite
 
 
-def interactions_suite(config: QualityConfig, unknown_products: list[str], now: datetime,
+def interactions_suite(config: QualityConfig, events: pl.DataFrame, unknown_products: list[str], now: datetime,
                        whole_log: bool = True) -> Suite:
-    """`unknown_products`: the product ids the events name that the catalog lacks (found beforehand with a
-    hash join). Flagging those ids is the same rule as "in the catalog's ids", but Great Expectations parses
-    every value of a set on every pass: a 100,000-product catalog cost ~30 s per 2 million events, against
-    well under a second for the few ids a log names wrongly. Without `whole_log` (only some of a log's rows
-    are checked) the rule that the log has rows is left out."""
+    """`events`: the typed rows the suite will check. `unknown_products`: the product ids the events name
+    that the catalog lacks (found beforehand with a hash join). Flagging those ids is the same rule as "in
+    the catalog's ids", but Great Expectations parses every value of a set on every pass: a 100,000-product
+    catalog cost ~30 s per 2 million events, against well under a second for the few ids a log names
+    wrongly; ids that break the id rule are found beforehand the same way. Without `whole_log` (only some of
+    a log's rows are checked) the rule that the log has rows is left out."""
     import great_expectations.expectations as gxe
 
     from pipeline.ingest import EVENT_TYPES
@@ -147,13 +154,22 @@ def interactions_suite(config: QualityConfig, unknown_products: list[str], now: 
         suite.add(gxe.ExpectTableRowCountToBeBetween(min_value=1), "table",
                   "no usable interactions: the file has no events with a user, product, event type and time")
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="user_id"))
+    _add_id_rule(suite, "user_id", unservable_ids(events["user_id"]))
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="product_id"))
+    _add_id_rule(suite, "product_id", unservable_ids(events["product_id"]))
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="event_type"))
     suite.add(gxe.ExpectColumnValuesToBeInSet(column="event_type", value_set=list(EVENT_TYPES)))
     suite.add(gxe.ExpectColumnValuesToNotBeNull(column="timestamp"))
     suite.add(gxe.ExpectColumnValuesToBeBetween(column="timestamp", max_value=latest))
     suite.add(gxe.ExpectColumnValuesToNotBeInSet(column="product_id", value_set=unknown_products), "drop")
     return suite
+
+
+def _add_id_rule(suite: Suite, column: str, unservable: list[str]) -> None:
+    import great_expectations.expectations as gxe
+
+    suite.add(gxe.ExpectColumnValuesToNotBeInSet(column=column, value_set=unservable),
+              rule=f"{column}: {ID_RULE}")
 
 
 def recommendations_suite() -> Suite:
@@ -329,6 +345,8 @@ OLDER_VERSION_RULE = "duplicate product_id: an older version (the newest updated
 
 def _rule_name(config: Any) -> str:
     """`expect_column_values_to_be_between(price, min_value=0)`: short, stable, readable."""
+    if (config.meta or {}).get("shoprec_rule"):
+        return config.meta["shoprec_rule"]
     kwargs = dict(config.kwargs)
     target = kwargs.pop("column", None) or kwargs.pop("column_list", None)
     if target is None and "column_A" in kwargs:

@@ -17,13 +17,14 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from pipeline.config import PROJECT_ROOT, Settings, load_settings
+from pipeline.ids import ID_PATTERN, ID_RULE
+from serve.paths import RouteIdsAsSent
 from serve.schemas import (
     FrontendSettings, Health, HistoryEvent, ModelReport, Product, ProductPage, Recommendation,
     RecommendationsForMe, RunInfo, SimilarProduct, SimilarProducts, UserHistory, UserRecommendations,
 )
 from serve.snapshot import Snapshot, SnapshotStore
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
 FALLBACK_REASON = "popular with shoppers in the last 30 days"
 DASHBOARD_BUILD = PROJECT_ROOT / "dashboard" / "dist"
 EXAMPLE_USERS = 6
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
 
     app = FastAPI(title="shoprec", summary="Precomputed, explained product recommendations (read-only).",
                   lifespan=lifespan)
+    app.add_middleware(RouteIdsAsSent)
     app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins, allow_methods=["GET"],
                        allow_headers=["X-API-Key"])
 
@@ -56,9 +58,10 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
         return snapshot
 
     Published = Annotated[Snapshot, Depends(published)]
-    UserId = Annotated[str, Query(pattern=ID_PATTERN, description="a user id")]
-    UserPath = Annotated[str, Path(pattern=ID_PATTERN)]
-    ProductPath = Annotated[str, Path(pattern=ID_PATTERN)]
+    UserId = Annotated[str, Query(pattern=ID_PATTERN, description=f"a user id ({ID_RULE})")]
+    UserPath = Annotated[str, Path(pattern=ID_PATTERN, description=f"a user id, percent-encoded ({ID_RULE})")]
+    ProductPath = Annotated[str, Path(pattern=ID_PATTERN,
+                                      description=f"a product id, percent-encoded ({ID_RULE})")]
     K = Annotated[int, Query(ge=1, le=max_k, description=f"how many, 1 to {max_k}")]
 
     @app.get("/health", response_model=Health)
@@ -94,14 +97,14 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
                          tail[1:].encode()])
         return Response(content=body, media_type="application/json")
 
-    @app.get("/users/{user_id}/recommendations", response_model=UserRecommendations)
+    @app.get("/users/{user_id:id}/recommendations", response_model=UserRecommendations)
     async def user_recommendations(snapshot: Published, user_id: UserPath, k: K = 10,
                              offset: Annotated[int, Query(ge=0, le=10_000)] = 0) -> UserRecommendations:
         rows, fallback = _lists(snapshot, user_id)
         return UserRecommendations(user_id=user_id, fallback=fallback, total=len(rows), offset=offset,
                                    recommendations=rows[offset:offset + k], run_id=snapshot.run["run_id"])
 
-    @app.get("/users/{user_id}/history", response_model=UserHistory)
+    @app.get("/users/{user_id:id}/history", response_model=UserHistory)
     async def user_history(snapshot: Published, user_id: UserPath) -> UserHistory:
         events = snapshot.history.get(user_id, [])
         return UserHistory(user_id=user_id, known=bool(events), events=[
@@ -121,11 +124,11 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
         return ProductPage(total=len(found), offset=offset, categories=snapshot.categories,
                            products=[Product(**p) for p in found[offset:offset + limit]])
 
-    @app.get("/products/{product_id}", response_model=Product)
+    @app.get("/products/{product_id:id}", response_model=Product)
     async def product(snapshot: Published, product_id: ProductPath) -> Product:
         return Product(**_product(snapshot, product_id))
 
-    @app.get("/products/{product_id}/similar", response_model=SimilarProducts)
+    @app.get("/products/{product_id:id}/similar", response_model=SimilarProducts)
     async def similar(snapshot: Published, product_id: ProductPath, k: K = 10) -> SimilarProducts:
         _product(snapshot, product_id)
         rows = snapshot.similar.get(product_id, [])[:k]

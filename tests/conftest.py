@@ -139,6 +139,37 @@ def write_tiny_shop(root: Path) -> Shop:
     return shop
 
 
+# Ids as real shops emit them (e-mail, display names, non-Latin letters, quotes, slashes, URL syntax): the id
+# rule (pipeline.ids) accepts every one, so the API must serve every one.
+AWKWARD_PRODUCTS = [
+    ("SKU/42-A", "Trail Gaiters", "Trail", "scree|waterproof", "Low trail gaiters that keep scree out of shoes."),
+    ('tent "2p" \'ultra\'', "Ultralight Tarp Tent", "Camping", "ultralight|shelter",
+     "A two-person tarp tent pitched with trekking poles."),
+    ("Küche ß 雨", "Rice Cooker", "Kitchen", "rice|electric", "A small rice cooker with a keep-warm setting."),
+    ("50% off?#x&y=z+1", "Camp Mug Titanium", "Camping", "titanium|cooking", "A titanium mug that boils water."),
+    ("...", "Trail Socks Wool", "Trail", "wool|cushioned", "Cushioned merino wool socks for long runs."),
+]
+AWKWARD_USERS = ["alice@example.com", "Bob Smith", "üser-ß", 'o\'brien "quoted"', "team/42", "100%?#&=+ sure"]
+
+
+def add_awkward_ids(shop: Shop) -> None:
+    """Adds `AWKWARD_PRODUCTS` to the shop's catalog and events of `AWKWARD_USERS` with them (each user fewer
+    events than U_TRAIL, so the tiny shop's known answers stand)."""
+    products = pl.read_csv(shop.input_dir / "products.csv", infer_schema=False)
+    added = pl.DataFrame([(*row, "30.0", "true", "2026-08-01T00:00:00Z") for row in AWKWARD_PRODUCTS],
+                         schema=["product_id", "title", "category", "attributes", "description", "price",
+                                 "in_stock", "updated_at"], orient="row").select(products.columns)
+    pl.concat([products, added]).write_csv(shop.input_dir / "products.csv")
+    ids = [row[0] for row in AWKWARD_PRODUCTS]
+    events = pl.read_csv(shop.input_dir / "interactions.csv", infer_schema=False)
+    rows = []
+    for n, user in enumerate(AWKWARD_USERS):
+        for m, product in enumerate([ids[n % len(ids)], ids[(n + 1) % len(ids)], "C01"]):
+            rows.append((user, product, "purchase", "1.0", f"2026-09-2{n % 8}T1{m}:00:00Z"))
+    pl.concat([events, pl.DataFrame(rows, schema=events.columns, orient="row")]).write_csv(
+        shop.input_dir / "interactions.csv")
+
+
 @pytest.fixture
 def tiny_shop(tmp_path: Path) -> Shop:
     return write_tiny_shop(tmp_path)

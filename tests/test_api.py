@@ -8,20 +8,25 @@ import time
 from urllib.parse import quote
 
 import httpx
+import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from conftest import api_server, materialize_all, write_tiny_shop
+from conftest import AWKWARD_PRODUCTS, AWKWARD_USERS, add_awkward_ids, api_server, materialize_all, write_tiny_shop
 from pipeline.config import load_settings
+from pipeline.ids import MAX_ID_LENGTH
+from pipeline.warehouse import read_table
 from serve.main import create_app
 
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
+    """The tiny shop, plus users and products with ids as real shops emit them (e-mail, spaces, quotes, ...)."""
     shop = write_tiny_shop(tmp_path_factory.mktemp("api"))
+    add_awkward_ids(shop)
     assert materialize_all(shop.config_path).success
     return shop
 
@@ -53,6 +58,9 @@ def test_unknown_user_gets_the_labelled_popular_fallback(client):
     assert body["fallback"] is True and body["total_recommendations"] > 0
     assert body["top_recommendations"][0]["product_id"] == "C01"  # most bought in the window
     assert "popular" in body["top_recommendations"][0]["explanation"]
+    # Any id the rule allows is only ever looked up, never run: SQL in it is just an unknown user.
+    sql = client.get("/recommend_for_me", params={"user_id": "'; DROP TABLE recommendations; --"}).json()
+    assert sql["fallback"] is True and sql["top_recommendations"] == body["top_recommendations"]
 
 
 def test_user_recommendations_page(client):
@@ -85,8 +93,9 @@ def test_history_product_similar_search_model_and_run(client, shop):
     ("/recommend_for_me", {"user_id": "U_TRAIL", "k": 0}),
     ("/recommend_for_me", {"user_id": "U_TRAIL", "k": 101}),
     ("/recommend_for_me", {"user_id": "U_TRAIL", "k": "ten"}),
-    ("/recommend_for_me", {"user_id": "'; DROP TABLE recommendations; --"}),
-    ("/recommend_for_me", {"user_id": "x" * 65}),
+    ("/recommend_for_me", {"user_id": "x" * (MAX_ID_LENGTH + 1)}),
+    ("/recommend_for_me", {"user_id": "line\nbreak"}),
+    ("/recommend_for_me", {"user_id": ".."}),
     ("/recommend_for_me", {}),
     ("/products", {"limit": 1000}),
 ])
@@ -94,6 +103,31 @@ def test_bad_parameters_get_a_clear_422(client, path, params):
     response = client.get(path, params=params)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][0] == "query"
+
+
+def test_every_published_id_is_served_and_every_recommended_product_opens(client, shop):
+    """The id round trip: whatever ingest accepted and the pipeline published, the API serves back, with the
+    ids percent-encoded in paths as the dashboard (encodeURIComponent) and any HTTP client send them."""
+    lists = read_table(shop.warehouse, "recommendations")
+    users = lists["user_id"].unique().to_list()
+    assert set(AWKWARD_USERS) <= set(users)  # every awkward user got a list
+    recommended = set(lists["product_id"])
+    assert recommended & {row[0] for row in AWKWARD_PRODUCTS}, "no awkward product was recommended"
+    for user in users:
+        listed = lists.filter(pl.col("user_id") == user).sort("rank")["product_id"].to_list()
+        body = client.get("/recommend_for_me", params={"user_id": user, "k": 100}).json()
+        assert body["user_id"] == user and body["fallback"] is False
+        assert [r["product_id"] for r in body["top_recommendations"]] == listed
+        page = client.get(f"/users/{quote(user, safe='')}/recommendations", params={"k": 100}).json()
+        assert page["user_id"] == user and [r["product_id"] for r in page["recommendations"]] == listed
+        history = client.get(f"/users/{quote(user, safe='')}/history").json()
+        assert history["user_id"] == user and history["known"] is True
+    for product in recommended | {row[0] for row in AWKWARD_PRODUCTS}:
+        assert client.get(f"/products/{quote(product, safe='')}").json()["product_id"] == product
+        similar = client.get(f"/products/{quote(product, safe='')}/similar")
+        assert similar.status_code == 200 and similar.json()["product_id"] == product
+    # A slash left unencoded is a path of more segments, which is no route: never another product's page.
+    assert client.get("/products/SKU/42-A").status_code == 404
 
 
 def test_unknown_product_is_404(client):

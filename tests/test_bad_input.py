@@ -18,6 +18,7 @@ from conftest import TINY_PRODUCTS, materialize_all, metadata_value, published_s
     write_tiny_shop
 from pipeline.config import load_settings
 from pipeline.ingest import read_event_log
+from pipeline.ids import ID_RULE, MAX_ID_LENGTH
 from pipeline.warehouse import read_table
 from serve.main import create_app
 
@@ -136,7 +137,10 @@ def messy(published, tmp_path_factory):
                 for line in products]
     products.append('K09,"Mystery Kettle",Kitchen,"steel","A kettle.",cheap,true,2026-08-01T00:00:00Z,')
     products.append('K10,"   ",Kitchen,"steel","A title of spaces.",9.0,true,2026-08-01T00:00:00Z,')
+    products.append('..,"Dot Dot",Kitchen,"steel","An id no URL can hold.",9.0,true,2026-08-01T00:00:00Z,')
     events = event_lines()
+    events.append("U_\x07BELL,K07,view,1,2026-09-20T10:00:00Z")  # ids the API could not serve: quarantined
+    events.append(f"{'U' * (MAX_ID_LENGTH + 1)},K07,view,1,2026-09-20T10:00:00Z")
     events.append("U_CAMP0,NOT_A_PRODUCT,view,1,2026-09-20T10:00:00Z")  # unknown product: dropped, counted
     events.append("U_TZ,K07,view,1,2026-09-20T12:00:00+02:00")  # three formats and time zones
     events.append("U_TZ,K07,view,1,2026-09-20 11:00:00")
@@ -144,7 +148,7 @@ def messy(published, tmp_path_factory):
     folder = tmp_path_factory.mktemp("messy")
     result, message, _ = run_on(published, folder,
                                 products=csv_text(PRODUCT_HEADER + ",supplier_notes", products),
-                                events=csv_text(EVENT_HEADER, events), quality={"max_quarantine_share": 0.08})
+                                events=csv_text(EVENT_HEADER, events), quality={"max_quarantine_share": 0.15})
     assert result.success, message
     return result
 
@@ -169,7 +173,7 @@ def test_a_wrong_type_within_the_tolerance_is_quarantined_and_the_run_goes_on(me
     assert "K09" not in read_table(published.warehouse, "products")["product_id"].to_list()
     check, = [c for c in messy.get_asset_check_evaluations() if c.asset_key.to_user_string() == "products"]
     shown = check.metadata["expectations"].value  # what the Dagster UI shows for the check
-    assert check.passed and "| `price must be a number` | **no** | 1 of 28 rows | cheap |" in shown
+    assert check.passed and "| `price must be a number` | **no** | 1 of 29 rows | cheap |" in shown
     fault_report("wrong types within the tolerance", "row quarantined, run goes on",
                  "row 27 quarantined: price must be a number; published", 0)
 
@@ -241,6 +245,17 @@ def test_a_title_of_spaces_is_no_title(messy, published, fault_report):
     assert "title" in " ".join(blank["rule"].to_list()) and not read_table(
         published.warehouse, "products").filter(pl.col("product_id") == "K10").height
     fault_report("a title of spaces", "quarantined by the title rule", blank["rule"].to_list()[0], 0)
+
+
+def test_ids_the_api_could_not_serve_are_quarantined_with_the_id_rule(messy, published, fault_report):
+    rows = quarantined(published, messy).filter(pl.col("rule").str.contains(ID_RULE, literal=True))
+    assert sorted(zip(rows["column"], rows["value"])) == sorted(
+        [("product_id", ".."), ("user_id", "U_\x07BELL"), ("user_id", "U" * (MAX_ID_LENGTH + 1))])
+    served = set(read_table(published.warehouse, "products")["product_id"]) | set(
+        read_table(published.warehouse, "interactions")["user_id"])
+    assert not {"..", "U_\x07BELL"} & served
+    fault_report("ids with a control character, over 128 characters, or '..'", "quarantined by the id rule",
+                 f"{rows.height} rows: {rows['rule'][0]}", 0)
 
 
 def test_a_user_with_one_event_gets_a_full_list(messy, published, fault_report):

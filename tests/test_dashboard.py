@@ -7,13 +7,14 @@ from __future__ import annotations
 import gzip
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import duckdb
 import polars as pl
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import PROJECT_ROOT, api_server, materialize_all, write_tiny_shop
+from conftest import AWKWARD_PRODUCTS, PROJECT_ROOT, add_awkward_ids, api_server, materialize_all, write_tiny_shop
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -31,8 +32,10 @@ BUDGET_KB = 300
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    """The tiny shop with markup planted in a title, an API key, and 4 cards a page."""
+    """The tiny shop with markup planted in a title, ids with slashes, quotes and spaces, an API key, and 4
+    cards a page."""
     shop = write_tiny_shop(tmp_path_factory.mktemp("dashboard"))
+    add_awkward_ids(shop)
     products = pl.read_csv(shop.input_dir / "products.csv")
     products.with_columns(title=pl.when(pl.col("product_id") == "T03").then(pl.lit(PLANTED))
                           .otherwise(pl.col("title"))).write_csv(shop.input_dir / "products.csv")
@@ -267,6 +270,37 @@ def test_the_sample_dashboard_for_a_published_user(page, sample_api):
     cards(page).first.get_by_role("button", name="Why this recommendation?").click()
     expect(cards(page).first.get_by_test_id("explanation")).to_be_visible()
     page.screenshot(path=SCREENSHOTS / "sample-user.png")
+
+
+@pytest.mark.parametrize("user_id", ["team/42", "100%?#&=+ sure", 'o\'brien "quoted"'])
+def test_users_with_awkward_ids_open_like_any_other(page, api, shop, user_id):
+    show_user(page, api, user_id)
+    expect(page.get_by_role("heading", name=f"Recommendations for {user_id}")).to_be_visible()
+    listed = published(shop, "SELECT p.title FROM recommendations r JOIN products p USING (product_id) "
+                             "WHERE user_id = ? ORDER BY rank", user_id)
+    expect(cards(page).get_by_role("heading")).to_have_text([title for title, in listed[:PER_PAGE]])
+    page.reload()  # the address holds the id, encoded, and opens the same list
+    expect(cards(page).get_by_role("heading")).to_have_text([title for title, in listed[:PER_PAGE]])
+
+
+def test_products_with_awkward_ids_open_from_their_address_and_from_a_card(page, api, shop):
+    page.goto(f"{api}/#/")
+    page.evaluate(f"localStorage.setItem('shoprec.apiKey', '{KEY}')")
+    page.reload()
+    for product_id, title, *_ in AWKWARD_PRODUCTS:
+        page.goto(f"{api}/#/products/{quote(product_id, safe='')}")
+        expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+        expect(page.get_by_text(product_id, exact=True)).to_be_visible()
+        expect(page.get_by_test_id("similar")).to_be_visible()
+    show_user(page, api, "team/42")
+    product_id, title = published(shop, "SELECT p.product_id, p.title FROM recommendations r JOIN products p "
+                                        "USING (product_id) WHERE user_id = 'team/42' AND product_id IN "
+                                        f"({', '.join('?' * len(AWKWARD_PRODUCTS))}) ORDER BY rank LIMIT 1",
+                                  *[row[0] for row in AWKWARD_PRODUCTS])[0]
+    page.get_by_label("Search this list").fill(title)
+    cards(page).get_by_role("link", name=title, exact=True).click()
+    expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+    expect(page.get_by_text(product_id, exact=True)).to_be_visible()
 
 
 def test_an_unknown_user_gets_the_fallback_list_labelled_so(page, api):
