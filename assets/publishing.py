@@ -91,7 +91,7 @@ def warehouse(context: dg.AssetExecutionContext, settings: ShopSettings, product
                             faiss_index=str(faiss_index.path))
         row_counts = publish(config.warehouse_path, tables, record,
                              on_step=lambda step: fault_point(f"warehouse/{step}"), amend=completed,
-                             replace_users=night_plan.users)
+                             replace_users=night_plan.users, max_volume_drop=config.quality.max_volume_drop)
         removed = prune_indexes(config.warehouse_path)
         meta.update({f"rows/{name}": count for name, count in row_counts.items()})
         set_aside = inputs_set_aside(context, config.warehouse_path)

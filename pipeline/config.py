@@ -156,6 +156,9 @@ class QualityConfig:
     """"cut" or "quarantine"."""
     categories: list = field(default_factory=list)
     """Allowed product categories; empty: any non-empty category."""
+    max_volume_drop: float = 0.5
+    """Publishing stops when the catalog, the events or the users with lists fall by more than this share
+    against the last published run (1: never; for a night whose drop is meant, set it for that run)."""
 
 
 @dataclass(frozen=True)
@@ -396,6 +399,7 @@ def _validate(settings: Settings) -> None:
         ("api.port", 1 <= settings.api.port <= 65535, "must be a TCP port"),
         ("scale.user_buckets", 1 <= settings.scale.user_buckets <= 4096, "must be between 1 and 4096"),
         ("scale.executor", settings.scale.executor in EXECUTORS, f"must be one of {', '.join(EXECUTORS)}"),
+        ("quality.max_volume_drop", 0 <= settings.quality.max_volume_drop <= 1, "must be in [0, 1]"),
         ("quality.long_descriptions", settings.quality.long_descriptions in {"cut", "quarantine"},
          "must be one of cut, quarantine"),
         ("quality.max_description_length", settings.quality.max_description_length >= 100, "must be at least 100"),

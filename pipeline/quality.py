@@ -172,6 +172,25 @@ def _add_id_rule(suite: Suite, column: str, unservable: list[str]) -> None:
               rule=f"{column}: {ID_RULE}")
 
 
+VOLUMES = {"products": "the catalog's products", "events": "the events", "users_with_lists": "the users with lists"}
+"""What the volume gate compares, in words."""
+
+
+def volume_drops(published: dict[str, int] | None, tonight: dict[str, int], max_drop: float) -> list[str]:
+    """Each of `VOLUMES` that fell by more than `max_drop` (a share) from the published run's to tonight's,
+    said in words; none against no published run. A catalog or log that shrinks overnight is nearly always
+    an export gone wrong (a truncated file, a filter left on), rarely a shop that halved itself."""
+    if not published:
+        return []
+    drops = []
+    for key, what in VOLUMES.items():
+        before, now = published.get(key) or 0, tonight.get(key, 0)
+        if before and now < before * (1 - max_drop):
+            drops.append(f"{what} fell from {before:,} to {now:,} (-{(before - now) / before:.0%}, more than the "
+                         f"{max_drop:.0%} allowed by quality.max_volume_drop)")
+    return drops
+
+
 def recommendations_suite() -> Suite:
     """On the recommendation rows with their derived columns (see `pipeline.recommend.audit_frame`)."""
     import great_expectations.expectations as gxe

@@ -22,6 +22,7 @@ import duckdb
 import polars as pl
 
 from pipeline.incremental import LastNights, LogRead, PublishedLog, PublishedState
+from pipeline.quality import volume_drops
 from pipeline.vector_index import ids_path
 
 log = logging.getLogger(__name__)
@@ -154,9 +155,13 @@ class PublishError(RuntimeError):
     """Publishing failed; the message says what, and what readers still see."""
 
 
+class VolumeDropError(PublishError):
+    """Tonight's catalog, events or users with lists fell too far against the published run's."""
+
+
 def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Callable[[str], None] | None = None,
             amend: Callable[[RunRecord], RunRecord] | None = None,
-            replace_users: pl.Series | None = None) -> dict[str, int]:
+            replace_users: pl.Series | None = None, max_volume_drop: float = 1.0) -> dict[str, int]:
     """Replace every table of `TABLES` given, append to every table of `HISTORY_TABLES` given, and append
     `run` to `runs`, atomically; then move the served snapshot to it. Returns the rows written per table,
     which are the run's `row_counts`; `amend` may complete the run's row from what was tallied while the
@@ -173,7 +178,10 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
     user's rows stay as published. The per-product tables (`PER_PRODUCT_TABLES`) are given whole, and only
     the products whose rows differ from the published ones are replaced (rewriting 100,000 products'
     vectors and neighbour lists for the 1% that changed took 9 s of a million users' night). The counts
-    returned are then the rows written."""
+    returned are then the rows written.
+
+    The volume gate: when the catalog, the events or the users with lists, as they would be published, fall
+    by more than `max_volume_drop` against the published run's, nothing is committed (`VolumeDropError`)."""
     unknown = set(tables) - set(TABLES) - set(HISTORY_TABLES)
     if unknown:
         raise ValueError(f"not warehouse tables: {sorted(unknown)}")
@@ -194,6 +202,7 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
         counts = {name: _stage_table(con, name, frames, run) for name, frames in tables.items()
                   if name not in in_place}
         con.execute("BEGIN TRANSACTION")
+        published = _volumes(con)
         for name in counts:
             con.execute(f'DROP TABLE IF EXISTS "{name}"')
             con.execute(f'ALTER TABLE "{STAGING_PREFIX}{name}" RENAME TO "{name}"')
@@ -201,6 +210,12 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
             con.register("replaced_users", pl.DataFrame({"user_id": replace_users}).to_arrow())
         counts.update({name: _write_table(con, name, tables[name], run) for name in tables if name in in_place})
         counts = {name: counts[name] for name in tables}
+        drops = volume_drops(published, _volumes(con) or {}, max_volume_drop)
+        if drops:
+            raise VolumeDropError("publishing stopped by the volume gate: " + "; ".join(drops) + ". Nothing of this "
+                                  "run was published: the previous run's results are unchanged and still served. "
+                                  "If the drop is meant, run the night again with quality.max_volume_drop raised "
+                                  "(SHOPREC__QUALITY__MAX_VOLUME_DROP=1 for one run).")
         run = replace(run, row_counts=counts)
         run = amend(run) if amend else run
         _insert_run(con, run)
@@ -230,6 +245,18 @@ def publish(path: Path, tables: dict[str, Frames], run: RunRecord, on_step: Call
                            "next successful run publishes a new snapshot.") from exc
     log.info("published run %s to %s: %s", run.run_id, path, run.row_counts)
     return counts
+
+
+def _volumes(con: duckdb.DuckDBPyConnection) -> dict[str, int] | None:
+    """What the volume gate compares (`pipeline.quality.VOLUMES`), as the tables hold them now; None before
+    the first run has published them."""
+    held = {name for name, in con.execute("SELECT table_name FROM information_schema.tables "
+                                           "WHERE table_schema = 'main'").fetchall()}
+    if not {"products", "interactions", "recommendations"} <= held:
+        return None
+    return dict(zip(["products", "events", "users_with_lists"], con.execute(
+        "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM interactions), "
+        "(SELECT count(DISTINCT user_id) FROM recommendations)").fetchone()))
 
 
 STAGING_PREFIX = "staging_"

@@ -291,6 +291,35 @@ def test_a_catalog_of_one_product_runs_through(tmp_path, fault_report):
                  "published: 1 product, 0 recommendations (all buyers own it)", 0)
 
 
+def test_a_shop_that_shrinks_overnight_is_stopped_by_the_volume_gate(tmp_path, fault_report):
+    """An export gone wrong: tonight's catalog is 2 of the 24 products, the log only their events (26 of 45). Every
+    input rule holds, so only the volume gate can tell; with the gate raised for one run, it publishes."""
+    shop = write_tiny_shop(tmp_path)
+    assert materialize_all(shop.config_path).success
+    users_before = read_table(shop.warehouse, "recommendations")["user_id"].n_unique()
+    kept = [line for line in product_lines() if line.startswith(("C01,", "C02,"))]
+    events = [e for e in event_lines() if ",C01," in e or ",C02," in e]
+    result, message, lost = run_on(shop, tmp_path / "shrunk", products=csv_text(PRODUCT_HEADER, kept),
+                                   events=csv_text(EVENT_HEADER, events))
+    assert not result.success and lost == 0
+    assert "publishing stopped by the volume gate: " in message
+    assert f"the catalog's products fell from {len(TINY_PRODUCTS)} to 2 (-92%" in message
+    assert len(events) > len(tiny_events()) / 2 and "the events fell" not in message  # within the 50% allowed
+    assert "the previous run's results are unchanged and still served" in message
+    assert read_table(shop.warehouse, "products").height == len(TINY_PRODUCTS)
+    runs = read_table(shop.warehouse, "runs").sort("started_at")
+    assert runs["status"].to_list() == ["success", "failed"] and "volume gate" in runs["error"][-1]
+    fault_report("the catalog falls from 24 products to 2 (and the log with it)",
+                 "publishing stops at the volume gate, old results kept",
+                 message.split("gate: ")[1].split(". Nothing")[0], lost)
+
+    result, message, _ = run_on(shop, tmp_path / "shrunk", products=csv_text(PRODUCT_HEADER, kept),
+                                events=csv_text(EVENT_HEADER, events), quality={"max_volume_drop": 1.0})
+    assert result.success, message
+    assert read_table(shop.warehouse, "products").height == 2
+    assert read_table(shop.warehouse, "recommendations")["user_id"].n_unique() < users_before
+
+
 def test_event_timestamps_far_in_the_future_are_quarantined(tmp_path):
     (tmp_path / "interactions.csv").write_text(csv_text(EVENT_HEADER, [
         "U1,T01,view,1,2026-09-01T10:00:00Z", "U1,T02,view,1,2099-01-01T00:00:00Z"]), encoding="utf-8")
