@@ -20,7 +20,7 @@ from pipeline.config import PROJECT_ROOT, Settings, load_settings
 from pipeline.ids import ID_PATTERN, ID_RULE
 from serve.paths import RouteIdsAsSent
 from serve.schemas import (
-    FrontendSettings, Health, HistoryEvent, ModelReport, Product, ProductPage, Recommendation,
+    FrontendSettings, Health, HistoryEvent, ModelReport, Problem, Product, ProductPage, Recommendation,
     RecommendationsForMe, RunInfo, SimilarProduct, SimilarProducts, UserHistory, UserRecommendations,
 )
 from serve.snapshot import Snapshot, SnapshotStore
@@ -28,6 +28,10 @@ from serve.snapshot import Snapshot, SnapshotStore
 FALLBACK_REASON = "popular with shoppers in the last 30 days"
 DASHBOARD_BUILD = PROJECT_ROOT / "dashboard" / "dist"
 EXAMPLE_USERS = 6
+READS_PUBLISHED = {401: {"model": Problem, "description": "missing or wrong X-API-Key, when one is configured"},
+                   503: {"model": Problem, "description": "nothing published yet: the pipeline has not run"}}
+"""The answers, besides 200 and 422, of every route that reads the published run (the OpenAPI schema lists them)."""
+NAMES_A_PRODUCT = {**READS_PUBLISHED, 404: {"model": Problem, "description": "no such product in the published run"}}
 
 
 def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHBOARD_BUILD) -> FastAPI:
@@ -77,11 +81,11 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
         return FrontendSettings(items_per_page=settings.frontend.items_per_page, max_k=max_k,
                                 api_key_required=bool(expected_key), example_user_ids=examples)
 
-    @app.get("/ready", response_model=Health)
+    @app.get("/ready", response_model=Health, responses=READS_PUBLISHED)
     async def ready(snapshot: Published) -> Health:
         return Health(status=f"serving run {snapshot.run['run_id']}")
 
-    @app.get("/recommend_for_me", response_model=RecommendationsForMe)
+    @app.get("/recommend_for_me", response_model=RecommendationsForMe, responses=READS_PUBLISHED)
     async def recommend_for_me(snapshot: Published, user_id: UserId, k: K = 10) -> Response:
         # The hot path: cards are rendered to JSON once per snapshot and user, then only joined.
         started = time.perf_counter()
@@ -97,21 +101,21 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
                          tail[1:].encode()])
         return Response(content=body, media_type="application/json")
 
-    @app.get("/users/{user_id:id}/recommendations", response_model=UserRecommendations)
+    @app.get("/users/{user_id:id}/recommendations", response_model=UserRecommendations, responses=READS_PUBLISHED)
     async def user_recommendations(snapshot: Published, user_id: UserPath, k: K = 10,
                              offset: Annotated[int, Query(ge=0, le=10_000)] = 0) -> UserRecommendations:
         rows, fallback = _lists(snapshot, user_id)
         return UserRecommendations(user_id=user_id, fallback=fallback, total=len(rows), offset=offset,
                                    recommendations=rows[offset:offset + k], run_id=snapshot.run["run_id"])
 
-    @app.get("/users/{user_id:id}/history", response_model=UserHistory)
+    @app.get("/users/{user_id:id}/history", response_model=UserHistory, responses=READS_PUBLISHED)
     async def user_history(snapshot: Published, user_id: UserPath) -> UserHistory:
         events = snapshot.history.get(user_id, [])
         return UserHistory(user_id=user_id, known=bool(events), events=[
             HistoryEvent(product_id=e["product_id"], title=snapshot.products.get(e["product_id"], {}).get("title"),
                          event_type=e["event_type"], value=e["value"], timestamp=e["timestamp"]) for e in events])
 
-    @app.get("/products", response_model=ProductPage)
+    @app.get("/products", response_model=ProductPage, responses=READS_PUBLISHED)
     async def products(snapshot: Published,
                  search: Annotated[str | None, Query(max_length=100)] = None,
                  category: Annotated[str | None, Query(max_length=100)] = None,
@@ -124,11 +128,11 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
         return ProductPage(total=len(found), offset=offset, categories=snapshot.categories,
                            products=[Product(**p) for p in found[offset:offset + limit]])
 
-    @app.get("/products/{product_id:id}", response_model=Product)
+    @app.get("/products/{product_id:id}", response_model=Product, responses=NAMES_A_PRODUCT)
     async def product(snapshot: Published, product_id: ProductPath) -> Product:
         return Product(**_product(snapshot, product_id))
 
-    @app.get("/products/{product_id:id}/similar", response_model=SimilarProducts)
+    @app.get("/products/{product_id:id}/similar", response_model=SimilarProducts, responses=NAMES_A_PRODUCT)
     async def similar(snapshot: Published, product_id: ProductPath, k: K = 10) -> SimilarProducts:
         _product(snapshot, product_id)
         rows = snapshot.similar.get(product_id, [])[:k]
@@ -138,12 +142,12 @@ def create_app(settings: Settings | None = None, dashboard: pathlib.Path = DASHB
                            category=snapshot.products[r["similar_product_id"]]["category"],
                            similarity=r["similarity"]) for r in rows])
 
-    @app.get("/model", response_model=ModelReport)
+    @app.get("/model", response_model=ModelReport, responses=READS_PUBLISHED)
     async def model(snapshot: Published) -> ModelReport:
         return ModelReport(model_info=snapshot.model_info, eval_metrics=snapshot.eval_metrics,
                            alpha_sweep=snapshot.alpha_sweep)
 
-    @app.get("/runs/latest", response_model=RunInfo)
+    @app.get("/runs/latest", response_model=RunInfo, responses=READS_PUBLISHED)
     async def latest_run(snapshot: Published) -> RunInfo:
         run = snapshot.run
         return RunInfo(run_id=run["run_id"], started_at=run["started_at"], finished_at=run["finished_at"],

@@ -7,6 +7,12 @@ from datetime import datetime
 from pydantic import BaseModel
 
 
+class Problem(BaseModel):
+    """Why a request was not answered (401, 404, 503); a 422 lists each bad parameter instead."""
+
+    detail: str
+
+
 class Recommendation(BaseModel):
     rank: int
     product_id: str
