@@ -6,6 +6,7 @@ import dagster as dg
 from assets import behavior, catalog, content, evaluation, explanations, nights, publishing, recommendations
 from assets.executors import executor_named
 from assets.resources import BucketedFilesystemIOManager, ShopSettings
+from assets.runs import record_failed_runs
 from assets.schedules import (buckets_job, incremental_job, nightly_job, nightly_schedule, publish_job,
                               shared_job)
 from pipeline.config import load_settings
@@ -20,6 +21,7 @@ defs = dg.Definitions(
     resources={"settings": ShopSettings(), "io_manager": BucketedFilesystemIOManager(base_dir=step_storage)},
     jobs=[nightly_job, incremental_job, shared_job, buckets_job, publish_job],
     schedules=[nightly_schedule()],
+    sensors=[record_failed_runs],
     # in_process by default: on the 2-core machine it is faster than a process per step (README, "Scaling out").
     executor=executor_named(config.scale.executor),
 )

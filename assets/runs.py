@@ -1,10 +1,11 @@
-"""Each run's row in the warehouse's `runs` table: written by publishing on success, by a hook on failure."""
+"""Each run's row in the warehouse's `runs` table: written by publishing on success, by a hook when a step
+fails, and by a run failure sensor when a run ends failed with no step left to say so (its process killed)."""
 
 from datetime import datetime, timezone
 
 import dagster as dg
 
-from pipeline.config import Settings
+from pipeline.config import Settings, load_settings
 from pipeline.incremental import COLD, NIGHT_TAG
 from pipeline.warehouse import RunRecord, record_failed_run
 
@@ -47,3 +48,14 @@ def _failed_check_descriptions(instance: dg.DagsterInstance, run_id: str) -> lis
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in records]
     return [f"{e.asset_key.to_user_string()} {e.check_name}: {e.description}" for e in evaluations if not e.passed]
+
+
+@dg.run_failure_sensor(name="record_failed_runs", default_status=dg.DefaultSensorStatus.RUNNING,
+                       description="Records in the warehouse's runs table every failed run that has no row there "
+                                   "yet: a run whose process was killed (failed by run monitoring) ran no hook.")
+def record_failed_runs(context: dg.RunFailureSensorContext) -> None:
+    config = load_settings()
+    run_id = context.dagster_run.run_id
+    error = (context.failure_event.message or "the run failed")[:2000]
+    record_failed_run(config.warehouse_path, run_record(context.instance, run_id, config, "failed", error=error),
+                      keep_recorded=True)

@@ -293,14 +293,23 @@ def _rows_per_commit(frame: pl.DataFrame) -> int:
     return max(1, min(ROWS_PER_COMMIT, int(BYTES_PER_COMMIT / max(bytes_per_row, 1.0))))
 
 
-def record_failed_run(path: Path, run: RunRecord) -> None:
-    """Add (or update) a run's row in `runs` without touching any published results."""
+def record_failed_run(path: Path, run: RunRecord, keep_recorded: bool = False) -> None:
+    """Add (or update) a run's row in `runs` without touching any published results. With `keep_recorded`,
+    a run that already has a row keeps it (what its failed step said is more than the run's end can say)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect(str(path))
     try:
+        if keep_recorded and _has_run(con, run.run_id):
+            return
         _insert_run(con, run)
     finally:
         con.close()
+
+
+def _has_run(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    held = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'main' "
+                       "AND table_name = 'runs'").fetchone()[0]
+    return bool(held) and bool(con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchone()[0])
 
 
 def record_quarantine(path: Path, run_id: str, source: str, rows: pl.DataFrame) -> None:

@@ -21,6 +21,7 @@ import dagster as dg
 import httpx
 import polars as pl
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -230,6 +231,23 @@ def api_server(config_path: Path) -> Iterator[str]:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=10)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, driven by Playwright (a Playwright browser download fails on these machines)."""
+    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: `make chromium` installs it"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def metadata_value(result: dg.ExecuteInProcessResult, asset: str, key: str):

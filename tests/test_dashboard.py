@@ -12,13 +12,11 @@ from urllib.parse import quote
 import duckdb
 import polars as pl
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from conftest import AWKWARD_PRODUCTS, PROJECT_ROOT, add_awkward_ids, api_server, materialize_all, write_tiny_shop
+from conftest import (AWKWARD_PRODUCTS, PROJECT_ROOT, add_awkward_ids, api_server, chromium, materialize_all,
+                      write_tiny_shop)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
 SCREENSHOTS = PROJECT_ROOT / "test-artifacts" / "dashboard"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -60,12 +58,9 @@ def sample_api(sample_run):
 
 @pytest.fixture(scope="module")
 def browser():
-    assert CHROMIUM.exists(), "the browser tests need Debian's chromium: `make chromium` installs it"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
