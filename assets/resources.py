@@ -3,6 +3,7 @@ and the IO manager that hands assets from step to step as files (bucket by bucke
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -79,7 +80,9 @@ class BucketedFilesystemIOManager(dg.ConfigurableIOManager):
         for key in keys:
             if isinstance(obj, SpilledBuckets):  # already written, bucket by bucket: moved, not pickled again
                 folder.mkdir(parents=True, exist_ok=True)
-                shutil.move(obj.path(key), folder / key)
+                shutil.rmtree(folder / f".{key}.incoming", ignore_errors=True)  # a killed step's
+                incoming = shutil.move(obj.path(key), folder / f".{key}.incoming")  # a rename on one disk
+                replace_path(Path(incoming), folder / key)
             else:
                 store_value(folder / key, obj[key])
         if isinstance(obj, SpilledBuckets):
@@ -173,8 +176,23 @@ def spilled_buckets(context: dg.AssetExecutionContext) -> Iterator[SpilledBucket
 
 
 def store_value(path: Path, obj: Any) -> None:
-    """Write `obj` to `path` whole (a temporary file renamed), for `load_value`."""
+    """Write `obj` to `path` whole (written aside, then renamed), for `load_value`: a polars table as Arrow
+    IPC, a value whose class names `FRAME_FIELDS` as a folder (each of those tables as Arrow IPC, the rest
+    pickled), anything else pickled."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    fields = getattr(type(obj), "FRAME_FIELDS", ())
+    if fields:
+        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        try:
+            for name in fields:  # each written straight to its file: no in-memory copy of gigabytes of texts
+                getattr(obj, name).write_ipc(folder / f"{name}{ARROW_SUFFIX}", compression="uncompressed")
+            with open(folder / REST_FILE, "wb") as file:
+                pickle.dump(dataclasses.replace(obj, **dict.fromkeys(fields)), file, protocol=pickle.HIGHEST_PROTOCOL)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        replace_path(folder, path)
+        return
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
         try:
             if isinstance(obj, pl.DataFrame):  # Arrow IPC: 3x faster both ways than pickling (20M events: 0.8 s)
@@ -184,10 +202,13 @@ def store_value(path: Path, obj: Any) -> None:
         except BaseException:
             os.unlink(file.name)
             raise
-    os.replace(file.name, path)
+    replace_path(Path(file.name), path)
 
 
 def load_value(path: Path) -> Any:
+    """What `store_value` wrote (a value stored as a folder comes back as its `StoredTables`)."""
+    if path.is_dir():
+        return StoredTables(path)
     with open(path, "rb") as file:
         if file.read(len(ARROW_MAGIC)) == ARROW_MAGIC:
             return pl.read_ipc(path)
@@ -195,5 +216,35 @@ def load_value(path: Path) -> Any:
         return pickle.load(file)
 
 
+class StoredTables:
+    """A value `store_value` wrote as a folder: its other fields as they were, each of its `FRAME_FIELDS`
+    read from its file when asked for, and not kept, so a reader that takes one table at a time holds one
+    (publishing a bucket of a million users' texts, then their claims, never holds both)."""
+
+    def __init__(self, folder: Path):
+        with open(folder / REST_FILE, "rb") as file:
+            self._rest = pickle.load(file)
+        self._folder = folder
+
+    def __getattr__(self, name: str) -> Any:
+        if name in type(self._rest).FRAME_FIELDS:
+            return pl.read_ipc(self._folder / f"{name}{ARROW_SUFFIX}")
+        return getattr(self._rest, name)
+
+
+def replace_path(new: Path, path: Path) -> None:
+    """Put `new` (a file or a folder) at `path`, replacing whatever is there: a folder cannot be renamed over
+    another, so the old one is renamed aside first and removed after."""
+    if path.is_dir():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
+
+
+ARROW_SUFFIX = ".arrow"
+REST_FILE = "rest.pickle"
 ARROW_MAGIC = b"ARROW1"
 """How an Arrow IPC file begins (a pickle begins with its protocol's opcode)."""

@@ -241,7 +241,7 @@ def stored_output(home: Path, asset: str):
 
     path = home / "storage" / asset
     if path.is_dir():
-        return [load_value(part) for part in sorted(path.iterdir())]
+        return [load_value(part) for part in sorted(path.iterdir()) if not part.name.startswith(".")]
     return load_value(path)
 
 

@@ -14,6 +14,7 @@ import re
 import string
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -843,6 +844,10 @@ class LlmSelection:
 @dataclass(frozen=True)
 class ExplanationBatch:
     """A run's explanations, the claims they state, their audit and what writing them cost."""
+
+    FRAME_FIELDS: ClassVar[tuple[str, ...]] = ("frame", "claims", "audit")
+    """Stored each as a table of its own (a bucket of a million users' texts and claims is gigabytes: read
+    back as memory maps, publishing touches the texts, then the claims, never a pickled copy of both)."""
 
     frame: pl.DataFrame
     claims: pl.DataFrame

@@ -122,3 +122,25 @@ def test_a_bucket_is_published_unsorted_only_when_sorting_would_not_change_it(ro
     assert in_order(frame, ["user_id", "rank"]) == frame.equals(frame.sort("user_id", "rank"))
     published = list(sorted_parts([frame], ["user_id", "rank"]))
     assert [part.equals(frame.sort("user_id", "rank")) for part in published] == ([True] if frame.height else [])
+
+
+def test_a_buckets_explanations_are_stored_as_tables_and_replaced_whole(tmp_path):
+    """An `ExplanationBatch` is stored as a folder (texts, claims and audit as Arrow IPC, each read back only
+    when asked for, so publishing holds one table at a time), and storing a bucket again replaces it whole."""
+    from assets.resources import load_value, store_value
+    from pipeline.explain import ExplanationBatch
+
+    def batch(texts: list[str]) -> ExplanationBatch:
+        return ExplanationBatch(frame=pl.DataFrame({"user_id": ["U1"] * len(texts), "explanation": texts}),
+                                claims=pl.DataFrame({"kind": ["attribute"], "value": [len(texts)]}),
+                                audit=pl.DataFrame({"kind": ["attribute"], "checked": [1], "false": [0]}),
+                                llm_calls=len(texts), llm_tokens=7, cache_hits=0, fallbacks={"timeout": 1})
+
+    path = tmp_path / "explanations" / "bucket-0"
+    store_value(path, batch(["first", "night"]))
+    store_value(path, batch(["second"]))
+    back = load_value(path)
+    assert sorted(p.name for p in path.iterdir()) == ["audit.arrow", "claims.arrow", "frame.arrow", "rest.pickle"]
+    assert back.frame["explanation"].to_list() == ["second"] and back.claims["value"].to_list() == [1]
+    assert (back.llm_calls, back.llm_tokens, back.fallbacks) == (1, 7, {"timeout": 1})
+    assert [p.name for p in path.parent.iterdir()] == ["bucket-0"]  # nothing of the first night left beside it

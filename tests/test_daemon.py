@@ -157,7 +157,7 @@ def test_a_run_killed_with_everything_around_it_is_failed_and_the_next_scheduled
 
 def test_a_run_worker_killed_alone_is_failed_by_its_code_server(tmp_path, fault_report):
     """SIGKILL to the run worker only (the OOM killer's choice): Dagster's code server sees its child die and
-    fails the run at once; the next night runs."""
+    fails the run, or run monitoring does, whichever comes first; the next night runs."""
     shop = write_tiny_shop(tmp_path)
     home = instance_home(tmp_path)
     env = {**os.environ, "SHOPREC_CONFIG": str(shop.config_path), "DAGSTER_HOME": str(home), "HF_HUB_OFFLINE": "1",
@@ -177,8 +177,8 @@ def test_a_run_worker_killed_alone_is_failed_by_its_code_server(tmp_path, fault_
         assert status == "failed" and error, error
         fault_report("a daemon-launched run worker killed by SIGKILL mid-run",
                      "the run is failed; the next queued night is launched and publishes",
-                     f"failed by the code server (signal 9); the next night succeeded; runs table: failed, "
-                     f"{error.splitlines()[0][:100]!r}", 0)
+                     f"failed (by the code server or run monitoring, whichever sees it first); the next night "
+                     f"succeeded; runs table: failed, {error.splitlines()[0][:100]!r}", 0)
     finally:
         stop(daemon)
 
