@@ -113,8 +113,13 @@ class ClaimAudit:
             con.execute("CREATE VIEW log AS SELECT user_id, product_id, event_type FROM interactions")
         else:
             con.register("log", log.select("user_id", "product_id", "event_type"))
-        con.register("item_cooccurrence", cooccurrence.select("product_id", "neighbor_id", "co_count"))
-        con.register("similar_products", similar.select("product_id", "rank", "similar_product_id"))
+        # Copied in once, not scanned from the frames by every slice's queries (10 million pairs: 0.8 -> 0.3 s a
+        # slice of the large shop's cards).
+        for name, frame in (("item_cooccurrence", cooccurrence.select("product_id", "neighbor_id", "co_count")),
+                            ("similar_products", similar.select("product_id", "rank", "similar_product_id"))):
+            con.register("frame", frame)
+            con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM frame")
+            con.unregister("frame")
         con.execute("CREATE TEMP TABLE held AS SELECT DISTINCT product_id, unnest(attributes) AS term FROM products")
         # Sorted by user, so that a slice of users (the writer's slices are runs of users) reads only the
         # blocks holding them.
