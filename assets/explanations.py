@@ -8,12 +8,11 @@ import dagster as dg
 import polars as pl
 
 from assets.buckets import BUCKET_NAMES, USER_BUCKETS, bucket_reported, events_of_buckets, user_buckets
-from assets.reporting import frame_metadata, preview, reported
+from assets.reporting import PREVIEW_ROWS, frame_metadata, preview, reported
 from assets.resources import ShopSettings, spilled_buckets
 from pipeline.audit import ClaimAudit, audited_explanations, summed_audits
 from pipeline.behavior import ItemCooccurrence
-from pipeline.claims import CLAIMS_TABLE
-from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, LlmSelection, template_explanations
+from pipeline.explain import CatalogTerms, ExplanationBatch, FactSource, LlmSelection
 from pipeline.incremental import NightPlan
 from pipeline.llm import WriteStats, resolve_llm, write_card_explanations
 from pipeline.vector_index import SavedIndex
@@ -56,38 +55,35 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
         selection = (LlmSelection(histories, options.llm_top_ranks, options.llm_active_days,
                                   newest=night_plan.newest_in(interactions)) if llm else None)
         by_provider, audits, card_count = [], [], 0
-        for bucket in buckets:  # each bucket's texts are written to storage when done (`spilled_buckets`)
+        for bucket in buckets:  # each slice's texts and claims go to storage as they are made (`spilled_buckets`)
             ranked = recommendations[bucket]
             use_llm = selection.of(ranked) if selection else [False] * ranked.height
-            with bucket_reported(context, bucket) as bucket_meta:
-                stats, parts, claim_parts, audit_parts = WriteStats(), [], [], []
-                for first in range(0, ranked.height, CARDS_AT_ONCE):
+            with bucket_reported(context, bucket) as bucket_meta, batches.filling(bucket) as stored:
+                stats, bucket_audits, head = WriteStats(), [], None
+                for first in range(0, max(ranked.height, 1), CARDS_AT_ONCE):
                     cards = ranked.slice(first, CARDS_AT_ONCE)
                     facts = source.facts(cards)
                     written, _ = write_card_explanations(facts, use_llm[first:first + cards.height], llm, terms,
                                                          config.cache_dir / "explanations.sqlite", stats=stats)
                     written, claims, audit = audited_explanations(facts, written, check)
-                    parts.append(written)
-                    claim_parts.append(claims)
-                    audit_parts.append(audit)
-                written = pl.concat(parts) if parts else template_explanations(source.facts(ranked))
-                claims = pl.concat(claim_parts) if claim_parts else pl.DataFrame(schema=CLAIMS_TABLE)
-                audit = summed_audits(audit_parts)
-                batches[bucket] = ExplanationBatch(frame=written, claims=claims, audit=audit, llm_calls=stats.calls,
-                                                   llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
-                                                   fallbacks=dict(stats.fallbacks))
-                bucket_meta.update(frame_metadata(written.select(
-                    "user_id", "rank", "blurb", "explanation", "provider")),
-                    llm_calls=stats.calls, llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
-                    written_by_llm=stats.written, circuit_breaker_opened=stats.breaker_open,
-                    claims_checked=int(audit["checked"].sum()), claims_false=int(audit["false"].sum()))
+                    stored.append(frame=written, claims=claims)
+                    bucket_audits.append(audit)
+                    by_provider.append(written.group_by("provider", "fallback_reason").len())
+                    head = written.head(PREVIEW_ROWS) if head is None else head
+                audit = summed_audits(bucket_audits)
+                stored.finish(ExplanationBatch(frame=None, claims=None, audit=audit, llm_calls=stats.calls,
+                                               llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
+                                               fallbacks=dict(stats.fallbacks)))
+                bucket_meta.update(frame_metadata(head.select("user_id", "rank", "blurb", "explanation", "provider"),
+                                                  row_count=ranked.height),
+                                   llm_calls=stats.calls, llm_tokens=stats.tokens, cache_hits=stats.cache_hits,
+                                   written_by_llm=stats.written, circuit_breaker_opened=stats.breaker_open,
+                                   claims_checked=int(audit["checked"].sum()), claims_false=int(audit["false"].sum()))
             if stats.breaker_open:
                 context.log.warning(f"{bucket}: the LLM endpoint kept failing; the rest of the bucket used the "
                                     "template writer")
-            by_provider.append(written.group_by("provider", "fallback_reason").len())
             audits.append(audit)
-            card_count += written.height
-            del written, parts, claims  # the bucket is on disk now
+            card_count += ranked.height
         by_provider = (pl.concat(by_provider).group_by("provider", "fallback_reason").agg(pl.col("len").sum())
                        .sort("len", descending=True))
         meta.update(buckets=len(batches), cards=card_count,

@@ -88,8 +88,9 @@ def reported(context: dg.AssetExecutionContext) -> Iterator[dict[str, Any]]:
     fault_point(name)
 
 
-def frame_metadata(frame: pl.DataFrame) -> dict[str, Any]:
-    return {"dagster/row_count": frame.height, "preview": preview(frame)}
+def frame_metadata(frame: pl.DataFrame, row_count: int | None = None) -> dict[str, Any]:
+    """A table's rows (`row_count` when `frame` is only its first rows) and a preview of them."""
+    return {"dagster/row_count": frame.height if row_count is None else row_count, "preview": preview(frame)}
 
 
 QUALITY_CHECK = "quality"

@@ -3,6 +3,7 @@ and the IO manager that hands assets from step to step as files (bucket by bucke
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pickle
@@ -16,6 +17,8 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
+from pyarrow import ipc
 from pydantic import Field, PrivateAttr
 
 from assets.buckets import per_user_only
@@ -150,6 +153,24 @@ class SpilledBuckets(LazyBuckets):
         super().__setitem__(key, path)
         self._held = (None, None)
 
+    @contextmanager
+    def filling(self, key: str) -> Iterator["TablesWriter"]:
+        """Store a bucket's value a slice at a time: append each slice's tables to the yielded writer, then
+        `finish` it with the value's other fields. Only a slice is ever held, not the bucket (a million users'
+        texts and claims are several GB)."""
+        path = self.folder / key
+        writer = TablesWriter(path)
+        try:
+            yield writer
+        except BaseException:
+            writer.abort()
+            raise
+        if not writer.finished:
+            writer.abort()
+            raise RuntimeError(f"{key}: its tables were written but never finished")
+        super().__setitem__(key, path)
+        self._held = (None, None)
+
     def path(self, key: str) -> Path:
         return dict.__getitem__(self, key)
 
@@ -180,18 +201,13 @@ def store_value(path: Path, obj: Any) -> None:
     IPC, a value whose class names `FRAME_FIELDS` as a folder (each of those tables as Arrow IPC, the rest
     pickled), anything else pickled."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fields = getattr(type(obj), "FRAME_FIELDS", ())
-    if fields:
-        folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    if getattr(type(obj), "FRAME_FIELDS", ()):
+        writer = TablesWriter(path)
         try:
-            for name in fields:  # each written straight to its file: no in-memory copy of gigabytes of texts
-                getattr(obj, name).write_ipc(folder / f"{name}{ARROW_SUFFIX}", compression="uncompressed")
-            with open(folder / REST_FILE, "wb") as file:
-                pickle.dump(dataclasses.replace(obj, **dict.fromkeys(fields)), file, protocol=pickle.HIGHEST_PROTOCOL)
+            writer.finish(obj)
         except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
+            writer.abort()
             raise
-        replace_path(folder, path)
         return
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
         try:
@@ -214,6 +230,47 @@ def load_value(path: Path) -> Any:
             return pl.read_ipc(path)
         file.seek(0)
         return pickle.load(file)
+
+
+class TablesWriter:
+    """Writes a value whose class names `FRAME_FIELDS` as `store_value`'s folder: each of those tables an Arrow
+    IPC file, which `append` may fill a slice at a time (each slice written straight to its file), and the
+    value's other fields pickled by `finish`, which then puts the folder at `path` whole."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._folder = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+        self._files: dict[str, tuple[ipc.RecordBatchFileWriter, pa.Schema]] = {}
+        self.finished = False
+
+    def append(self, **tables: pl.DataFrame) -> None:
+        """Add rows to tables of the value (by field name); every slice of a table has its first slice's columns."""
+        for name, frame in tables.items():
+            rows = frame.to_arrow()
+            if name not in self._files:
+                self._files[name] = (ipc.new_file(self._folder / f"{name}{ARROW_SUFFIX}", rows.schema), rows.schema)
+            file, schema = self._files[name]
+            file.write_table(rows if rows.schema == schema else rows.cast(schema))
+
+    def finish(self, value: Any) -> None:
+        """Write `value`'s tables that were not appended, and its other fields, then put the folder in place."""
+        fields = type(value).FRAME_FIELDS
+        for name in fields:
+            if name not in self._files:
+                self.append(**{name: getattr(value, name)})
+        for file, _ in self._files.values():
+            file.close()
+        with open(self._folder / REST_FILE, "wb") as file:
+            pickle.dump(dataclasses.replace(value, **dict.fromkeys(fields)), file, protocol=pickle.HIGHEST_PROTOCOL)
+        replace_path(self._folder, self._path)
+        self.finished = True
+
+    def abort(self) -> None:
+        for file, _ in self._files.values():
+            with contextlib.suppress(Exception):
+                file.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
 
 
 class StoredTables:

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import scipy.sparse as sp
 
 from pipeline.claims import (
@@ -567,13 +568,18 @@ def facts_digests(facts: pl.DataFrame) -> list[str]:
     """sha256 of each card's facts document (what the writer sees, `Facts.document`) as polars encodes it in
     JSON, fields in the document's order: the cache key's content part, and what picks a template variant.
 
-    A slice of DIGESTS_AT_ONCE cards at a time, one per core: the documents (1.5 KB a card) are never all
-    held as Python bytes at once, and encoding runs on both cores (a million cards: 21 -> 5 s, measured)."""
+    A slice of DIGESTS_AT_ONCE cards at a time, one per core: the documents (2 KB a card) are never all held
+    at once, and each is hashed where the encoded column holds it, not copied into a Python bytes object
+    first (a 250k-card slice of the large shop: 1.4 -> 0.9 s, measured)."""
     document = pl.struct(**{key: pl.col(column) for key, column in _DOCUMENT.items()}).struct.json_encode()
 
     def digests(first: int) -> list[str]:
-        encoded = facts.slice(first, DIGESTS_AT_ONCE).select(document.cast(pl.Binary)).to_series().to_list()
-        return [hashlib.sha256(text).hexdigest() for text in encoded]
+        encoded = (facts.slice(first, DIGESTS_AT_ONCE).select(document.cast(pl.Binary)).to_series().to_arrow()
+                   .cast(pa.large_binary()))
+        _, offsets, data = encoded.buffers()
+        text = memoryview(data if data is not None else b"")
+        ends = np.frombuffer(offsets, dtype=np.int64)[encoded.offset:encoded.offset + len(encoded) + 1].tolist()
+        return [hashlib.sha256(text[start:end]).hexdigest() for start, end in zip(ends, ends[1:])]
 
     return [digest for part in in_parallel(digests, range(0, facts.height, DIGESTS_AT_ONCE)) for digest in part]
 
@@ -846,8 +852,10 @@ class ExplanationBatch:
     """A run's explanations, the claims they state, their audit and what writing them cost."""
 
     FRAME_FIELDS: ClassVar[tuple[str, ...]] = ("frame", "claims", "audit")
-    """Stored each as a table of its own (a bucket of a million users' texts and claims is gigabytes: read
-    back as memory maps, publishing touches the texts, then the claims, never a pickled copy of both)."""
+    """Stored each as a table of its own (a bucket of a million users' texts and claims is gigabytes: written
+    a slice at a time and read back as memory maps, so neither the writer nor publishing holds a bucket's
+    texts and claims at once); the explanations asset stores `frame` and `claims` as they are made and
+    this value with them None."""
 
     frame: pl.DataFrame
     claims: pl.DataFrame

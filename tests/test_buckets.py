@@ -144,3 +144,30 @@ def test_a_buckets_explanations_are_stored_as_tables_and_replaced_whole(tmp_path
     assert back.frame["explanation"].to_list() == ["second"] and back.claims["value"].to_list() == [1]
     assert (back.llm_calls, back.llm_tokens, back.fallbacks) == (1, 7, {"timeout": 1})
     assert [p.name for p in path.parent.iterdir()] == ["bucket-0"]  # nothing of the first night left beside it
+
+
+def test_a_bucket_written_a_slice_at_a_time_reads_back_whole(tmp_path):
+    """The explanations step appends each slice's texts and claims to its bucket's files as it makes them
+    (`SpilledBuckets.filling`), so it never holds a whole bucket: read back, the bucket has every slice in
+    order and the value's other fields, and a step that fails midway leaves no bucket and no file behind."""
+    from assets.resources import SpilledBuckets
+    from pipeline.explain import ExplanationBatch
+
+    buckets = SpilledBuckets(tmp_path / "spill")
+    with buckets.filling("bucket-0") as stored:
+        for texts, reason in ((["first", "second"], [None, None]), (["third"], ["audit: a category claim did not hold"])):
+            stored.append(frame=pl.DataFrame({"explanation": texts, "fallback_reason": pl.Series(reason, dtype=pl.String)}),
+                          claims=pl.DataFrame({"kind": ["attribute"] * len(texts)}))
+        stored.finish(ExplanationBatch(frame=None, claims=None, audit=pl.DataFrame({"kind": ["attribute"], "false": [0]}),
+                                       llm_calls=2, llm_tokens=9, cache_hits=1, fallbacks={}))
+    back = buckets["bucket-0"]
+    assert back.frame["explanation"].to_list() == ["first", "second", "third"]
+    assert back.frame["fallback_reason"].to_list() == [None, None, "audit: a category claim did not hold"]
+    assert back.claims.height == 3 and back.audit["false"].to_list() == [0]
+    assert (back.llm_calls, back.llm_tokens, back.cache_hits) == (2, 9, 1)
+
+    with pytest.raises(RuntimeError, match="the step failed"), buckets.filling("bucket-1") as stored:
+        stored.append(frame=pl.DataFrame({"explanation": ["half"]}))
+        raise RuntimeError("the step failed")
+    assert "bucket-1" not in buckets
+    assert [p.name for p in (tmp_path / "spill").iterdir()] == ["bucket-0"]

@@ -14,7 +14,7 @@ from conftest import materialize_all
 from pipeline.audit import audit_claims, audited_explanations
 from pipeline.claims import claims_table
 from pipeline.explain import (
-    SYSTEM_PROMPT, WITHOUT_FACTORS, CatalogTerms, FactSource, build_facts, facts_objects, grounding_problem,
+    SYSTEM_PROMPT, WITHOUT_FACTORS, CatalogTerms, FactSource, build_facts, facts_digests, facts_objects, grounding_problem,
     llm_selection, template_explanation, template_explanations,
 )
 from pipeline.config import ExplanationsConfig
@@ -225,6 +225,9 @@ def test_the_digest_is_the_facts_document_and_nothing_else(published):
     assert all(len(digests) == 1 for digests in same.values())  # same facts, same digest (whoever's card)
     assert len(set(frame["digest"])) == len(same)  # different facts, different digests
     assert len({d[:8] for d in frame["digest"]}) > 1
+    # A card's digest does not depend on which cards it is hashed with (a slice, or alone).
+    assert facts_digests(frame.slice(3, 5)) == frame["digest"].to_list()[3:8]
+    assert facts_digests(frame.slice(frame.height - 1, 1)) == frame["digest"].to_list()[-1:]
 
 
 def test_llm_text_lands_for_the_chosen_ranks_and_the_cache_saves_repeat_calls(published, tmp_path):
