@@ -159,15 +159,8 @@ class SpilledBuckets(LazyBuckets):
         `finish` it with the value's other fields. Only a slice is ever held, not the bucket (a million users'
         texts and claims are several GB)."""
         path = self.folder / key
-        writer = TablesWriter(path)
-        try:
+        with TablesWriter(path) as writer:
             yield writer
-        except BaseException:
-            writer.abort()
-            raise
-        if not writer.finished:
-            writer.abort()
-            raise RuntimeError(f"{key}: its tables were written but never finished")
         super().__setitem__(key, path)
         self._held = (None, None)
 
@@ -202,12 +195,8 @@ def store_value(path: Path, obj: Any) -> None:
     pickled), anything else pickled."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if getattr(type(obj), "FRAME_FIELDS", ()):
-        writer = TablesWriter(path)
-        try:
+        with TablesWriter(path) as writer:
             writer.finish(obj)
-        except BaseException:
-            writer.abort()
-            raise
         return
     with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
         try:
@@ -235,7 +224,8 @@ def load_value(path: Path) -> Any:
 class TablesWriter:
     """Writes a value whose class names `FRAME_FIELDS` as `store_value`'s folder: each of those tables an Arrow
     IPC file, which `append` may fill a slice at a time (each slice written straight to its file), and the
-    value's other fields pickled by `finish`, which then puts the folder at `path` whole."""
+    value's other fields pickled by `finish`, which then puts the folder at `path` whole. As a context manager,
+    it leaves nothing behind when the block fails, or ends without `finish`."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,11 +256,18 @@ class TablesWriter:
         replace_path(self._folder, self._path)
         self.finished = True
 
-    def abort(self) -> None:
+    def __enter__(self) -> "TablesWriter":
+        return self
+
+    def __exit__(self, failure: type[BaseException] | None, *_) -> None:
+        if self.finished:
+            return
         for file, _ in self._files.values():
             with contextlib.suppress(Exception):
                 file.close()
         shutil.rmtree(self._folder, ignore_errors=True)
+        if failure is None:
+            raise RuntimeError(f"{self._path.name}: its tables were written but never finished")
 
 
 class StoredTables:
