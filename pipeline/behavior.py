@@ -12,13 +12,13 @@ evaluation chooses (`BehaviorSpec`). Engagement is binary: any positive interest
   catalog.
 - `ease` (Steck, 2019): the closed-form linear model `B = argmin ||X - XB||^2 + lambda ||B||^2`, diag(B) = 0,
   whose dense inverse limits it to catalogs of up to `evaluation.ease_max_products` products; `strength` is
-  lambda. Its weights are dense and many small ones add up, negative ones included, so each product keeps
-  `EASE_NEIGHBORS_FACTOR` times as many of its largest weights by magnitude (on the sample's leave-last-out
-  split, 100 of them lost a tenth of the dense model's NDCG@10, 300 about 2%; on the long-span shop's, the
-  hybrid reached 0.108 with 300 and 0.134 with 1,000, measured).
+  lambda. Its weights are dense and many small ones add up, negative ones included, so it scores with every
+  one of them: at alpha 1 the hybrid ranks as EASE itself does (what keeping only the largest cost is in
+  bench/README.md). What it publishes and explanations cite are each product's `EASE_NEIGHBORS_FACTOR` times
+  `neighbors_per_item` largest weights by magnitude (`pairs`).
 
-Only each product's strongest neighbours are kept, so the model stays O(products x neighbours) and the
-sparse kinds scale to catalogs of 100k products. Beside each weight, `co_counts_` holds how many users
+The sparse kinds keep only each product's strongest neighbours, so they stay O(products x neighbours) and
+scale to catalogs of 100k products. Beside each weight, `co_counts_` holds how many users
 engaged with both products (what explanations cite).
 """
 
@@ -74,9 +74,10 @@ class ItemCooccurrence:
     spec: BehaviorSpec = field(default_factory=BehaviorSpec)
     similarity_: sp.csr_matrix = field(default=None, repr=False)
     """products x products weights W[history product, recommended product], zero diagonal, at most
-    `neighbors_per_item` entries per row (EASE: `EASE_NEIGHBORS_FACTOR` times as many, and some negative)."""
+    `neighbors_per_item` entries per row (EASE: all of them, some negative)."""
     co_counts_: sp.csr_matrix = field(default=None, repr=False)
-    """How many users engaged with both products, on the same sparsity pattern as `similarity_`."""
+    """How many users engaged with both products, for the pairs the model publishes (`pairs`): on the same
+    sparsity pattern as `similarity_`, EASE's on its strongest weights only."""
     product_ids_: list[str] = field(default_factory=list, repr=False)
     """The product of each row and column."""
 
@@ -87,27 +88,46 @@ class ItemCooccurrence:
         return self._learned(product_ids, engaged.shape[1],
                              *_learned_parts(engaged, [self.spec], self.neighbors_per_item)[self.spec.label])
 
-    def _learned(self, product_ids: list[str], n: int, rows, columns, values, co) -> "ItemCooccurrence":
+    def _learned(self, product_ids: list[str], n: int, rows, columns, values, co,
+                 published: np.ndarray | None = None) -> "ItemCooccurrence":
+        """`published`: the entries `pairs` publishes, when not all."""
         self.product_ids_ = list(product_ids)
         self.similarity_ = sp.csr_matrix((np.asarray(values, dtype=np.float32), (rows, columns)), (n, n))
+        if published is not None:
+            rows, columns, co = rows[published], columns[published], co[published]
         self.co_counts_ = sp.csr_matrix((np.asarray(co, dtype=np.float32), (rows, columns)), (n, n))
         return self
 
     def score(self, engagement: sp.csr_matrix) -> sp.csr_matrix:
         """Behavioural score of every product for each row of users: sum over their history of engagement x W
         (`InteractionMatrix.engagement`); EASE's can be negative, which the fusion reads as no evidence."""
+        if self.spec.kind == "ease":  # dense weights: a sparse x dense product, several times a sparse one's speed
+            return sp.csr_matrix(engagement @ self._dense_weights())
         return (engagement @ self.similarity_).tocsr()
+
+    def _dense_weights(self) -> np.ndarray:
+        dense = self.__dict__.get("_dense")
+        if dense is None:
+            dense = self.__dict__["_dense"] = self.similarity_.toarray()
+        return dense
+
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "_dense"}  # derived, 4 n^2 bytes
 
     def pairs(self, ranked: bool = True) -> pl.DataFrame:
         """The model as a table: product_id, neighbor_id, similarity (the weight W), co_count; `ranked`: each
         product's neighbours strongest first, as the warehouse publishes them (a lookup can skip the sort: 10
         million pairs are made in 0.5 s, sorted in 2.1 s)."""
-        sim, counts = self.similarity_.tocoo(), self.co_counts_.tocoo()
+        counts = self.co_counts_.tocoo()
+        # EASE's published pairs are its strongest weights; the sparse kinds publish every weight, in the
+        # order of the same pattern.
+        weights = (self._dense_weights()[counts.row, counts.col] if self.spec.kind == "ease"
+                   else self.similarity_.tocoo().data)
         ids = pl.Series(self.product_ids_)
         pairs = pl.DataFrame({
-            "product_id": ids.gather(sim.row),
-            "neighbor_id": ids.gather(sim.col),
-            "similarity": sim.data.astype(np.float64),
+            "product_id": ids.gather(counts.row),
+            "neighbor_id": ids.gather(counts.col),
+            "similarity": weights.astype(np.float64),
             "co_count": counts.data.astype(np.int64),
         })
         return pairs.sort(["product_id", "similarity"], descending=[False, True]) if ranked else pairs
@@ -125,7 +145,8 @@ def fit_behaviors(weights: sp.csr_matrix, product_ids: list[str], specs: list[Be
 
 
 def _learned_parts(engaged: sp.csr_matrix, specs: list[BehaviorSpec], neighbors: int) -> dict[str, tuple]:
-    """(rows, columns, weights, co-counts) of each spec's model, by label: the sparse kinds in one pass."""
+    """(rows, columns, weights, co-counts[, published]) of each spec's model, by label: the sparse kinds in one
+    pass."""
     sparse = [spec for spec in specs if spec.kind != "ease"]
     parts = dict(zip((spec.label for spec in sparse), _fit_sparse(engaged, sparse, neighbors))) if sparse else {}
     parts.update({spec.label: _fit_ease(engaged, spec, neighbors) for spec in specs if spec.kind == "ease"})
@@ -177,16 +198,14 @@ def _fit_sparse(engaged: sp.csr_matrix, specs: list[BehaviorSpec], neighbors: in
 
 
 def _fit_ease(engaged: sp.csr_matrix, spec: BehaviorSpec, neighbors: int) -> tuple[np.ndarray, ...]:
-    """EASE's dense weights, each product's `EASE_NEIGHBORS_FACTOR * neighbors` largest by magnitude kept."""
+    """EASE's weights, every non-zero one, the co-engagement counts behind them, and which of them are each
+    product's `EASE_NEIGHBORS_FACTOR * neighbors` largest by magnitude (what it publishes)."""
     gram = (engaged.T @ engaged).toarray().astype(np.float32)
     weights = ease_weights(gram, spec.strength)
-    n = len(gram)
     rows, columns = np.nonzero(weights)
-    values = weights[rows, columns]
-    best = top_entries(rows.astype(np.int64), np.abs(values), columns.astype(np.int64), n,
-                       EASE_NEIGHBORS_FACTOR * neighbors)
-    rows, columns = rows[best].astype(np.int64), columns[best].astype(np.int64)
-    return rows, columns, values[best], gram[rows, columns]
+    rows, columns, values = rows.astype(np.int64), columns.astype(np.int64), weights[rows, columns]
+    published = top_entries(rows, np.abs(values), columns, len(gram), EASE_NEIGHBORS_FACTOR * neighbors)
+    return rows, columns, values, gram[rows, columns], published
 
 
 def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import scipy.sparse as sp
 
@@ -83,19 +84,24 @@ def test_a_larger_beta_demotes_popular_products():
     assert mean_popularity_of_top(0.8) < mean_popularity_of_top(0.0)
 
 
-def test_ease_keeps_the_dense_models_strongest_weights():
+def test_ease_scores_with_all_its_weights_and_publishes_its_strongest():
     rng = np.random.default_rng(2)
-    weights = sp.csr_matrix((rng.random((200, 30)) < 0.2).astype(np.float32))
-    model = ItemCooccurrence(neighbors_per_item=3, spec=BehaviorSpec("ease", 50.0)).fit(weights, [str(i) for i in range(30)])
+    weights = sp.csr_matrix((rng.random((200, 60)) < 0.2).astype(np.float32))
+    model = ItemCooccurrence(neighbors_per_item=3, spec=BehaviorSpec("ease", 50.0)).fit(weights, [str(i) for i in range(60)])
     gram = (weights.T @ weights).toarray()
     dense = ease_weights(gram, 50.0)
-    kept = model.similarity_
-    assert np.diff(kept.indptr).max() <= 3 * EASE_NEIGHBORS_FACTOR
-    for item in range(30):
-        row = kept.getrow(item)
-        assert np.allclose(row.data, dense[item, row.indices], atol=1e-6)  # the model's own weights
-        assert np.abs(row.data).min() >= np.sort(np.abs(dense[item]))[-len(row.data)] - 1e-6  # its largest
-    assert np.array_equal(model.co_counts_.toarray()[kept.nonzero()], gram[kept.nonzero()])
+    # Scores are EASE's own, every weight counted (at alpha 1 the hybrid ranks as EASE does).
+    assert np.allclose(model.score(weights[:20]).toarray(), weights[:20].toarray() @ dense, atol=1e-5)
+    # What is published: each product's 3 * EASE_NEIGHBORS_FACTOR largest weights by magnitude, with the
+    # users behind each.
+    pairs = model.pairs()
+    assert pairs.group_by("product_id").len()["len"].max() == 3 * EASE_NEIGHBORS_FACTOR
+    for item in range(60):
+        row = pairs.filter(pl.col("product_id") == str(item))
+        neighbours = row["neighbor_id"].cast(pl.Int64).to_numpy()
+        assert np.allclose(row["similarity"].to_numpy(), dense[item, neighbours], atol=1e-6)
+        assert np.abs(row["similarity"]).min() >= np.sort(np.abs(dense[item]))[-row.height] - 1e-6  # its largest
+        assert np.array_equal(row["co_count"].to_numpy(), gram[item, neighbours])
 
 
 def test_ease_weights_reconstruct_engagement_better_than_nothing():
