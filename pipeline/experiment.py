@@ -174,6 +174,7 @@ def evaluate(interactions: pl.DataFrame, product_ids: list[str], item_vectors: n
             reason = (f"chosen on {fallback.protocol} validation ({fallback.users} users): {primary} validation's "
                       f"{choice.users} users were too few to choose on (NDCG@10 {choice.interval_text})")
             choice = fallback
+    reason += _alpha_note(choice)
     chosen = replace(choice.scoring, behavior_options=None)  # nothing left to choose on the test splits
     metrics, population = [], []
     for protocol, (valid, test) in splits.items():
@@ -339,18 +340,34 @@ def _best_alpha(validation: pl.DataFrame) -> tuple[float, dict]:
     apart, the fusion's choice between eleven alphas picks its winner by noise (MovieLens-100K's temporal
     window of 81 users "chose" 0.9 over EASE alone), and the behavioural model alone is EASE itself where
     the catalog allows it."""
-    sweep = validation.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg")
-                              & (pl.col("k") == 10) & (pl.col("segment") == "all"))
+    sweep = _hybrid_ndcg(validation)
     if sweep.is_empty():
         log.warning("no validation users to choose alpha with; using %.1f", FALLBACK_ALPHA)
         return FALLBACK_ALPHA, {}
-    best = sweep.sort(["value", "alpha"], descending=[True, False]).row(0, named=True)
+    best = sweep.row(0, named=True)
     alone = sweep.filter(pl.col("alpha") == 1.0)
     if not alone.is_empty():
         alone = alone.row(0, named=True)
         if best["value"] <= alone["value"] + CHOICE_MARGIN * (alone["ci_high"] - alone["ci_low"]):
             return 1.0, alone
     return float(best["alpha"]), best
+
+
+def _hybrid_ndcg(rows: pl.DataFrame) -> pl.DataFrame:
+    """The hybrid's NDCG@10 rows over all users, one per alpha, best first (ties to the smaller alpha)."""
+    return (rows.filter((pl.col("model") == "hybrid") & (pl.col("metric") == "ndcg") & (pl.col("k") == 10)
+                        & (pl.col("segment") == "all"))
+            .sort(["value", "alpha"], descending=[True, False]))
+
+
+def _alpha_note(tuning: Tuning) -> str:
+    """Why alpha 1 was chosen when another alpha had the best validation NDCG@10 ("" otherwise)."""
+    sweep = _hybrid_ndcg(tuning.rows)
+    if tuning.alpha != 1.0 or sweep.is_empty() or sweep["alpha"][0] == 1.0:
+        return ""
+    top = sweep.row(0, named=True)
+    return (f"; alpha 1 (the behavioural model alone), since alpha {top['alpha']:g}'s validation NDCG@10 "
+            f"({top['value']:.4f}) beat it by less than the noise margin")
 
 
 def alpha_sweep_table(metrics: pl.DataFrame, protocol: str) -> pl.DataFrame:

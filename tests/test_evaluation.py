@@ -14,7 +14,7 @@ from pipeline.evaluation import (
     bootstrap_interval, bootstrap_weights, full_ranking_metrics, leave_last_out_splits, sampled_metrics,
     sampled_rank, temporal_splits,
 )
-from pipeline.experiment import EvaluationSettings, ScoringSettings, evaluate
+from pipeline.experiment import CHOICE_MARGIN, EvaluationSettings, ScoringSettings, _best_alpha, evaluate
 from pipeline.behavior import BehaviorSpec
 from pipeline.model_choice import choose_model, quality_gate
 from pipeline.profiles import InterestWeighting
@@ -196,3 +196,21 @@ def test_a_validation_window_too_small_to_choose_on_hands_the_choice_to_the_othe
                                  & (pl.col("model") == "hybrid") & (pl.col("alpha") == result.chosen_alpha)
                                  & (pl.col("metric") == "ndcg") & (pl.col("k") == 10) & (pl.col("segment") == "all"))
     assert info["ndcg_at_10"] == pytest.approx(test["value"][0])
+
+
+def _validation_sweep(values: dict[float, float], width: float) -> pl.DataFrame:
+    """A validation split's hybrid NDCG@10 rows: `values` by alpha, each with an interval `width` wide."""
+    return pl.DataFrame([{"model": "hybrid", "metric": "ndcg", "k": 10, "segment": "all", "alpha": alpha,
+                          "value": value, "ci_low": value - width / 2, "ci_high": value + width / 2, "users": 80}
+                         for alpha, value in values.items()])
+
+
+def test_an_alpha_below_one_must_beat_the_behavioural_model_alone_by_more_than_noise():
+    width = 0.04
+    # 0.9 beats alpha 1 by less than the margin: the split cannot tell them apart, the model alone stays.
+    noise = CHOICE_MARGIN * width
+    alpha, row = _best_alpha(_validation_sweep({0.0: 0.02, 0.5: 0.08, 0.9: 0.100 + noise / 2, 1.0: 0.100}, width))
+    assert alpha == 1.0 and row["value"] == 0.100
+    # 0.4 beats it clearly: the fusion is chosen.
+    alpha, row = _best_alpha(_validation_sweep({0.0: 0.02, 0.4: 0.100 + 2 * noise, 1.0: 0.100}, width))
+    assert alpha == 0.4 and row["value"] == pytest.approx(0.100 + 2 * noise)
