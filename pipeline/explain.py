@@ -752,8 +752,12 @@ def template_explanations(facts: pl.DataFrame) -> pl.DataFrame:
         _variant(_WHY_FIRST, pick, factor=first, Factor=capitalised, title=pl.col("product").struct.field("title")),
         _variant(_WHY_MORE, pick // 4, factor=more),
     ], separator=" ", ignore_nulls=True)
-    blurbs = product_blurbs(facts.select(pl.col("product").unique()))
-    return facts.join(blurbs, on="product", how="left", maintain_order="left", nulls_equal=True).select(
+    # Each product's blurb once, joined back by id (a join on the whole product struct, descriptions
+    # included, costs ten times as much).
+    product_id = pl.col("product").struct.field("product_id")
+    blurbs = (product_blurbs(facts.select("product").filter(product_id.is_first_distinct()))
+              .select(blurb_of=product_id, blurb="blurb"))
+    return facts.join(blurbs, left_on=product_id, right_on="blurb_of", how="left", maintain_order="left").select(
         "user_id", pl.col("rank").cast(pl.Int32), product_id=pl.col("product").struct.field("product_id"),
         blurb="blurb", explanation=pl.when(first.is_null()).then(pl.lit(WITHOUT_FACTORS)).otherwise(why),
         reasoning_factors="factors", provider=pl.lit("template"), model=pl.lit("template"),
