@@ -106,6 +106,7 @@ class ItemCooccurrence:
         return (engagement @ self.similarity_).tocsr()
 
     def _dense_weights(self) -> np.ndarray:
+        """`similarity_` as a dense array, made once (only EASE's, dense anyway, are asked for)."""
         dense = self.__dict__.get("_dense")
         if dense is None:
             dense = self.__dict__["_dense"] = self.similarity_.toarray()

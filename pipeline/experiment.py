@@ -348,7 +348,9 @@ def _best_alpha(validation: pl.DataFrame) -> tuple[float, dict]:
     alone = sweep.filter(pl.col("alpha") == 1.0)
     if not alone.is_empty():
         alone = alone.row(0, named=True)
-        if best["value"] <= alone["value"] + CHOICE_MARGIN * (alone["ci_high"] - alone["ci_low"]):
+        low, high = alone["ci_low"], alone["ci_high"]
+        width = high - low if low is not None and high is not None else 0.0
+        if best["value"] <= alone["value"] + CHOICE_MARGIN * width:
             return 1.0, alone
     return float(best["alpha"]), best
 
