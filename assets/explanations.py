@@ -57,7 +57,7 @@ def explanations(context: dg.AssetExecutionContext, settings: ShopSettings, reco
                                   newest=night_plan.newest_in(interactions)) if llm else None)
         by_provider, audits, card_count = [], [], 0
         # A slice's audit (DuckDB) runs while the next slice's facts are made (polars): each leaves part of the
-        # two cores idle, and together a slice took 20% less time (the large shop: 8.0 -> 6.4 s, measured).
+        # two cores idle (what it saves is measured in bench/README.md).
         auditor = run.enter_context(ThreadPoolExecutor(1, thread_name_prefix="audit"))
         for bucket in buckets:  # each slice's texts and claims go to storage as they are made (`spilled_buckets`)
             ranked = recommendations[bucket]
