@@ -240,8 +240,8 @@ def audited_explanations(facts: pl.DataFrame, written: pl.DataFrame,
     facts, withdrawn = without_false_claims(facts, audited)
     changed = withdrawn.is_not_null()
     if changed.any():
-        facts = facts.with_columns(digest=pl.when(changed).then(
-            pl.Series(facts_digests(facts), dtype=pl.String)).otherwise(pl.col("digest")))
+        digests = facts["digest"].clone().scatter(changed.arg_true(), facts_digests(facts.filter(changed)))
+        facts = facts.with_columns(digest=digests)
         rewritten = template_explanations(facts.filter(changed)).with_columns(
             fallback_reason=pl.format("audit: a {} claim did not hold", withdrawn.filter(changed)))
         index = pl.int_range(pl.len(), dtype=pl.UInt32)

@@ -110,7 +110,8 @@ class Facts:
     factors: list[str]
     """Each factor's words, rendered from the claims with its index."""
     digest: str = field(default="", compare=False)
-    """sha256 of the facts document (`facts_digests`): the cache key's content part."""
+    """sha256 of the facts document, each product in it named by its own digest (`facts_digests`): the
+    cache key's content part."""
 
     def document(self) -> dict:
         """The data part of the prompt."""
@@ -242,6 +243,9 @@ class FactSource:
             description=cleaned(pl.col("description")).str.slice(0, DESCRIPTION_EXCERPT),
         )
         self.product_codes = self.catalog.select("product_id", product_code=pl.int_range(pl.len(), dtype=pl.UInt32))
+        # Each product's digests as a card's product and as a history item (`facts_digests`), once per run.
+        self.product_digests = _digests(self.catalog.select(_AS_PRODUCT).to_series())
+        self.item_digests = _digests(self.catalog.select(_AS_ITEM).to_series())
         # Terms: each attribute, then each category, one code each; a product holds its distinct attributes
         # (in its own order, the order factors prefer) and its category.
         offered = self.catalog.select(
@@ -318,10 +322,11 @@ class FactSource:
                                                    .to_series()))
         evidence = self._evidence(cards)
         items = _rows(self.catalog, evidence["item_code"])
-        history = evidence.hstack(items).group_by("card", maintain_order=True).agg(
-            history=pl.struct("product_id", "title", "category", "attributes",
-                              you=pl.col("you").replace_strict(_VERB_OF_STRENGTH, default=None,
-                                                               return_dtype=pl.String)))
+        you = pl.col("you").replace_strict(_VERB_OF_STRENGTH, default=None, return_dtype=pl.String)
+        history = (evidence.hstack(items).with_columns(item_digest=self.item_digests.gather(evidence["item_code"]))
+                   .group_by("card", maintain_order=True).agg(
+                       history=pl.struct("product_id", "title", "category", "attributes", you=you),
+                       history_digests=pl.struct(product="item_digest", you=you)))
         claims = self._claims(cards, evidence.hstack(items.select("title")))
         facts = (
             cards.hstack(_rows(self.catalog.drop("product_id"), cards["product_code"]))
@@ -335,9 +340,12 @@ class FactSource:
                 scores=pl.struct(content=pl.col("content_score").cast(pl.Float64).round(2),
                                  behavior=pl.col("behavior_score").cast(pl.Float64).round(2)),
                 factors=pl.col("factors").fill_null(pl.lit([], dtype=FACTS_SCHEMA["factors"])),
+                product_digest=pl.lit(self.product_digests).gather(pl.col("product_code")),
+                history_digests=pl.col("history_digests").fill_null(pl.lit([], dtype=_HISTORY_DIGESTS)),
             )
         )
-        return facts.with_columns(digest=pl.Series(facts_digests(facts), dtype=pl.String))
+        digests = _document_digests(facts, facts["product_digest"], facts["history_digests"])
+        return facts.drop("product_digest", "history_digests").with_columns(digest=pl.Series(digests, dtype=pl.String))
 
     def _evidence(self, cards: pl.DataFrame) -> pl.DataFrame:
         """One row per evidence item in the catalog other than the card's product, in evidence order: the
@@ -371,8 +379,9 @@ class FactSource:
                                    code=self.attribute_codes.gather(cards["product_code"]))
                       .explode("code").drop_nulls("code")
                       .with_columns(order=_position_in_run(pl.col("card"))))
+        # Rows come in (card, order) order: a stable sort on one packed key puts a card's most-held first.
         attributes = (self._counted(attributes).filter(pl.col("total") > 0)
-                      .sort(["card", "total", "order"], descending=[False, True, False])
+                      .sort(_packed(pl.col("card"), 2**32 - 1 - pl.col("total")), maintain_order=True)
                       .with_columns(slot=_position_in_run(pl.col("card")))
                       .filter(pl.col("slot") < 2))
         category = self._counted(cards.select("card", "user_code", "mine",
@@ -380,14 +389,15 @@ class FactSource:
                                  .drop_nulls("code")).filter(pl.col("total") > 0).with_columns(slot=pl.lit(3, pl.Int32))
         by_shopper = pl.concat([attributes.with_columns(kind=pl.lit("attribute")),
                                 category.with_columns(kind=pl.lit("category"))], how="diagonal_relaxed")
+        # A factor's rows are put in order by `within` (strongest event first here), its claims by the sort below.
         by_shopper = (by_shopper.unpivot(index=["card", "slot", "kind", "code"], on=BY_STRENGTH,
                                          variable_name="event", value_name="count")
                       .filter(pl.col("count") > 0)
-                      .with_columns(strength=pl.col("event").replace_strict(EVENT_STRENGTH, return_dtype=pl.Int8))
-                      .sort(["card", "slot", "strength"], descending=[False, False, True])
                       .select("card", "slot", "kind", term=pl.lit(self.term_names).gather(pl.col("code")),
                               product_id=pl.lit(None, pl.String), title=pl.lit(None, pl.String),
-                              event_types=pl.concat_list("event"), count="count", month=pl.lit(None, pl.String)))
+                              event_types=pl.concat_list("event"), count="count", month=pl.lit(None, pl.String),
+                              within=len(BY_STRENGTH) - pl.col("event").replace_strict(EVENT_STRENGTH,
+                                                                                        return_dtype=pl.Int32)))
         # Customers who chose both: the first two evidence items bought together often enough, else engaged
         # with together often enough (bought first); the second is the card's fifth slot, after its text.
         enough = MIN_OTHER_CUSTOMERS
@@ -397,7 +407,7 @@ class FactSource:
         customers = (
             evidence.with_columns(level=pl.when(pl.col("bought_both") >= enough).then(0)
                                   .when(pl.col("engaged_both") >= enough).then(1))
-            .drop_nulls("level").sort(["card", "level", "order"])
+            .drop_nulls("level").sort(pl.col("card").cast(pl.UInt64) * 2 + pl.col("level"), maintain_order=True)
             .with_columns(nth=_position_in_run(pl.col("card"))).filter(pl.col("nth") < 2)
             .select("card", "item_code", slot=pl.when(pl.col("nth") == 0).then(pl.lit(2, pl.Int32))
                     .otherwise(pl.lit(5, pl.Int32)), product_id=named, title="title", you=your_event,
@@ -413,7 +423,7 @@ class FactSource:
             evidence.filter(pl.col("text_rank").is_not_null() & pl.col("you").is_not_null())
             .join(customers.select("card", "item_code", named_already=pl.lit(True)), on=["card", "item_code"],
                   how="left", maintain_order="left")
-            .sort(["card", pl.col("named_already").is_not_null(), "order"])
+            .sort(pl.col("card").cast(pl.UInt64) * 2 + pl.col("named_already").is_not_null(), maintain_order=True)
             .group_by("card", maintain_order=True).first()
             .select("card", "item_code", slot=pl.when(pl.col("named_already")).then(pl.lit(7, pl.Int32))
                     .otherwise(pl.lit(4, pl.Int32)), product_id=named, title="title",
@@ -433,15 +443,20 @@ class FactSource:
         none = pl.lit(None, pl.String)
         naming = pl.concat([
             customers.select("card", "slot", kind=pl.lit("customers"), term=none, product_id="product_id",
-                             title="title", event_types="event_types", count="count", month=none),
+                             title="title", event_types="event_types", count="count", month=none,
+                             within=pl.lit(0, pl.Int32)),
             similar.select("card", "slot", kind=pl.lit("similar_text"), term=none, product_id="product_id",
-                           title="title", event_types="event_types", count="count", month=none),
+                           title="title", event_types="event_types", count="count", month=none,
+                           within=pl.lit(0, pl.Int32)),
             pl.concat([customers.drop_nulls("you"), similar, engaged], how="diagonal_relaxed").select(
                 "card", "slot", kind=pl.lit("your_event"), term=none, product_id="product_id", title="title",
-                event_types=pl.concat_list("you"), count=pl.lit(1, pl.Int64), month="month"),
+                event_types=pl.concat_list("you"), count=pl.lit(1, pl.Int64), month="month",
+                within=pl.lit(1, pl.Int32)),
         ], how="vertical_relaxed")
-        rows = pl.concat([by_shopper, naming], how="vertical_relaxed").sort(["card", "slot"],
-                                                                                         maintain_order=True)
+        # (card, slot, within) is unique: one packed integer key says the rows' order.
+        rows = (pl.concat([by_shopper, naming], how="vertical_relaxed")
+                .sort(_packed(_packed(pl.col("card"), pl.col("slot"), bits=3), pl.col("within"), bits=3))
+                .drop("within"))
         # The first MAX_FACTORS slots a card fills are its factors, numbered in that order.
         slot = pl.col("card").cast(pl.UInt64) * 8 + pl.col("slot").cast(pl.UInt64)
         opened = slot.ne_missing(slot.shift(1)).cast(pl.Int32).cum_sum()  # slots opened so far, over all cards
@@ -492,13 +507,16 @@ def _rendered(rows: pl.DataFrame) -> pl.DataFrame:
     words = (pl.concat([marked.clear().select("row", words=pl.lit("")), *(
         part.select("row", words=phrase.get(kind, pl.lit(""))) for (kind,), part in by_kind.items())])
              .sort("row")["words"])
-    # (Lists joined after the group-by: joining strings inside it costs several times as much.)
-    factors = (rows.select("card", "factor", words=words).group_by("card", "factor", maintain_order=True)
-               .agg(pl.col("words")).with_columns(pl.col("words").list.join(""))
-               .group_by("card", maintain_order=True).agg(factors="words"))
+    # A factor's words are its rows' words in order, gathered on its first row from the rows after it (a
+    # factor has at most `longest` rows: strings joined in a group-by cost several times as much).
+    longest = (rows.select(_position_in_run(key).max()).item() or 0) + 1
+    following = [pl.when(key.shift(-ahead) == key).then(pl.col("words").shift(-ahead)) for ahead in range(1, longest)]
+    factors = (rows.select("card", "factor", words=words, first=marked["first"])
+               .select("card", "first", words=pl.concat_str(pl.col("words"), *following, ignore_nulls=True))
+               .filter("first").group_by("card", maintain_order=True).agg(factors="words"))
     claims = rows.group_by("card", maintain_order=True).agg(
         claims=pl.struct([f.name for f in CLAIM.fields]).cast(CLAIM))
-    return claims.join(factors, on="card", maintain_order="left")
+    return claims.hstack(factors.select("factors"))  # the same cards (each has a first factor), in the same order
 
 
 def _month(months: pl.Series) -> pl.Series:
@@ -559,29 +577,65 @@ def _rows(frame: pl.DataFrame, index: pl.Series) -> pl.DataFrame:
     return frame.select(pl.all().gather(index))
 
 
+def _packed(high: pl.Expr, low: pl.Expr, bits: int = 32) -> pl.Expr:
+    """One unsigned integer that sorts as (high, low) does, for `low` in [0, 2**bits)."""
+    return high.cast(pl.UInt64) * 2**bits + low.cast(pl.UInt64)
+
+
 def _pair(high: str, low: str) -> pl.Expr:
     """One integer key for a pair of codes."""
     return pl.col(high).cast(pl.UInt64) * 2**32 + pl.col(low).cast(pl.UInt64)
 
 
-def facts_digests(facts: pl.DataFrame) -> list[str]:
-    """sha256 of each card's facts document (what the writer sees, `Facts.document`) as polars encodes it in
-    JSON, fields in the document's order: the cache key's content part, and what picks a template variant.
+_AS_PRODUCT = pl.struct("product_id", "title", "category", "attributes", "description").struct.json_encode()
+_AS_ITEM = pl.struct("product_id", "title", "category", "attributes").struct.json_encode()
+_HISTORY_DIGESTS = pl.List(pl.Struct({"product": pl.String, "you": pl.String}))
 
-    A slice of DIGESTS_AT_ONCE cards at a time, one per core: the documents (2 KB a card) are never all held
-    at once, and each is hashed where the encoded column holds it, not copied into a Python bytes object
-    first (a 250k-card slice of the large shop: 1.4 -> 0.9 s, measured)."""
+
+def facts_digests(facts: pl.DataFrame) -> list[str]:
+    """sha256 of each card's facts document (what the writer sees, `Facts.document`), each product in it
+    named by the sha256 of its own JSON (the recommended product's fields; each history item's but what the
+    shopper did with it, which stays beside it), as polars encodes them, fields in the document's order: the
+    cache key's content part, and what picks a template variant. Two cards' digests are equal exactly when
+    their documents are (but for a sha256 collision).
+
+    Products recur across cards (a shopper's history on each of their cards, a popular product on many), so
+    `FactSource` hashes each catalog product once a run and a card's document only names them: about
+    two-thirds of the bytes to encode and hash. Here they are hashed from the cards themselves, with the same
+    result."""
+    items = (facts.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("card"), "history")
+             .explode("history").drop_nulls("history").unnest("history"))
+    keyed = items.select("card", product=_digests(items.select(_AS_ITEM).to_series()), you="you")
+    history = (pl.DataFrame({"card": pl.int_range(facts.height, dtype=pl.UInt32, eager=True)})
+               .join(keyed.group_by("card", maintain_order=True).agg(keys=pl.struct("product", "you")),
+                     on="card", how="left", maintain_order="left")["keys"]
+               .fill_null(pl.lit([], dtype=_HISTORY_DIGESTS)).cast(_HISTORY_DIGESTS))
+    product = _digests(facts.select(pl.col("product").struct.unnest()).select(_AS_PRODUCT).to_series())
+    return _document_digests(facts, product, history)
+
+
+def _document_digests(facts: pl.DataFrame, product: pl.Series, history: pl.Series) -> list[str]:
+    """`facts_digests` given each card's product digest and history digests (a `_HISTORY_DIGESTS` list).
+    A slice of DIGESTS_AT_ONCE cards at a time, one per core: the documents are never all held at once."""
     document = pl.struct(**{key: pl.col(column) for key, column in _DOCUMENT.items()}).struct.json_encode()
+    named = facts.select(*(column for column in _DOCUMENT.values() if column not in ("product", "history")),
+                         product=product, history=history)
 
     def digests(first: int) -> list[str]:
-        encoded = (facts.slice(first, DIGESTS_AT_ONCE).select(document.cast(pl.Binary)).to_series().to_arrow()
-                   .cast(pa.large_binary()))
-        _, offsets, data = encoded.buffers()
-        text = memoryview(data if data is not None else b"")
-        ends = np.frombuffer(offsets, dtype=np.int64)[encoded.offset:encoded.offset + len(encoded) + 1].tolist()
-        return [hashlib.sha256(text[start:end]).hexdigest() for start, end in zip(ends, ends[1:])]
+        return _digests(named.slice(first, DIGESTS_AT_ONCE).select(document).to_series()).to_list()
 
     return [digest for part in in_parallel(digests, range(0, facts.height, DIGESTS_AT_ONCE)) for digest in part]
+
+
+def _digests(encoded: pl.Series) -> pl.Series:
+    """sha256 (hex) of each string, hashed where the column holds it, not copied into a Python bytes object
+    first (what the explanations step spends on digests: bench/README.md)."""
+    encoded = encoded.cast(pl.Binary).to_arrow().cast(pa.large_binary())
+    _, offsets, data = encoded.buffers()
+    text = memoryview(data if data is not None else b"")
+    ends = np.frombuffer(offsets, dtype=np.int64)[encoded.offset:encoded.offset + len(encoded) + 1].tolist()
+    return pl.Series([hashlib.sha256(text[start:end]).hexdigest() for start, end in zip(ends, ends[1:])],
+                     dtype=pl.String)
 
 
 def facts_objects(facts: pl.DataFrame) -> list[Facts]:
