@@ -123,13 +123,17 @@ class ClaimAudit:
         con.execute("CREATE TEMP TABLE held AS SELECT DISTINCT product_id, unnest(attributes) AS term FROM products")
         # Sorted by user, so that a slice of users (the writer's slices are runs of users) reads only the
         # blocks holding them.
+        # The strongest event is the one with the largest (strength, time): one integer holds both (any
+        # timestamp's milliseconds from 1970 lie within +-2**53, so offset by 2**56 they fit below 2**57).
         con.execute(f"""CREATE TEMP TABLE strongest AS
-            WITH ranked AS (SELECT user_id, product_id, event_type, timestamp, {_STRENGTH} AS strength,
-                                   max({_STRENGTH}) OVER (PARTITION BY user_id, product_id) AS top
-                            FROM interactions)
-            SELECT user_id, product_id, any_value(event_type) AS event_type,
-                   strftime(max(timestamp), '%Y-%m') AS month
-            FROM ranked WHERE strength = top GROUP BY user_id, product_id ORDER BY user_id""")
+            WITH keyed AS (SELECT user_id, product_id, event_type,
+                                  ({_STRENGTH}) * {2**57} + epoch_ms(timestamp) + {2**56} AS latest
+                           FROM interactions),
+                 top AS (SELECT user_id, product_id, arg_max(event_type, latest) AS event_type, max(latest) AS latest
+                         FROM keyed GROUP BY user_id, product_id)
+            SELECT user_id, product_id, event_type,
+                   strftime(epoch_ms(latest % {2**57} - {2**56}), '%Y-%m') AS month
+            FROM top ORDER BY user_id""")
         con.execute("""CREATE TEMP TABLE bought AS
             SELECT DISTINCT user_id, product_id FROM log WHERE event_type = 'purchase'""")
         con.execute("CREATE TEMP TABLE logged AS SELECT list_sort(list(DISTINCT event_type)) AS event_types FROM log")

@@ -277,20 +277,15 @@ class FactSource:
         # Each shopper's strongest event on each product, and the month of their latest event of that type
         # (months since year 0, decoded by `_month`): the largest of strength * 2^20 + month holds both.
         month = pl.col("timestamp").dt.year().cast(pl.Int32) * 12 + pl.col("timestamp").dt.month().cast(pl.Int32) - 1
-        owned = (interactions.select("user_id", "product_id", packed=strength.cast(pl.Int32) * 2**20 + month)
-                 .join(self.user_codes, on="user_id").join(self.product_codes, on="product_id")
-                 .group_by("user_code", "product_code").agg(pl.col("packed").max())
-                 .select("user_code", "product_code", strength=(pl.col("packed") // 2**20).cast(pl.Int8),
-                         month=pl.col("packed") % 2**20))
-        self.owned = owned.select(pair=_pair("user_code", "product_code"), strength="strength", month="month").sort("pair")
-        # How many of each shopper's products hold each term, by the shopper's strongest event on them.
-        self.term_counts = (
-            owned.join(product_terms, on="product_code")
-            .group_by(key=_pair("user_code", "code"))
-            .agg(*((pl.col("strength") == EVENT_STRENGTH[event]).sum().cast(pl.UInt32).alias(event)
-                   for event in BY_STRENGTH))
-            .sort("key")
-        )
+        self.owned = (interactions.select("user_id", "product_id", packed=strength.cast(pl.Int32) * 2**20 + month)
+                      .join(self.user_codes, on="user_id").join(self.product_codes, on="product_id")
+                      .group_by(pair=_pair("user_code", "product_code")).agg(pl.col("packed").max()).sort("pair")
+                      .select("pair", strength=(pl.col("packed") // 2**20).cast(pl.Int8),
+                              month=pl.col("packed") % 2**20))
+        owned = self.owned.select(user_code=(pl.col("pair") // 2**32).cast(pl.UInt32),
+                                  product_code=(pl.col("pair") % 2**32).cast(pl.UInt32), strength="strength")
+        self.term_counts = _term_counts(owned, product_terms, self.user_codes.height, self.catalog.height,
+                                        len(self.term_names))
         neighbors = self.product_codes.select(neighbor_id="product_id", neighbor_code="product_code")
         self.co_engaged = (
             cooccurrence.select("product_id", "neighbor_id", "co_count")
@@ -531,6 +526,39 @@ def _position_in_run(key: pl.Expr) -> pl.Expr:
     key changes, then a forward fill (a window over each group costs ten times as much)."""
     index = pl.int_range(pl.len(), dtype=pl.Int32)
     return index - pl.when(key.ne_missing(key.shift(1))).then(index).forward_fill()
+
+
+def _term_counts(owned: pl.DataFrame, product_terms: pl.DataFrame, users: int, products: int,
+                 terms: int) -> pl.DataFrame:
+    """(key: pair of shopper and term codes, then one UInt32 column per event type of BY_STRENGTH), sorted by
+    key, for every (shopper, term) that a product of theirs holds: how many of their products hold the term,
+    by the shopper's strongest event on each. `owned`: (user_code, product_code, strength); `product_terms`:
+    (product_code, code).
+
+    Sparse products of the shoppers x products matrix with the products x terms one, not a join and a
+    group-by over every (shopper, product, term): one product per event type but the last (the rest of the
+    products holding the term), whose entries are 2**32 where the shopper's strongest event on the product
+    is of that type, plus 1. So no sum is zero and every product has the same pattern, in the same order;
+    each sum counts that type in its high half and every product in its low half, and neither half can
+    overflow (a shopper holds fewer products than the catalog's UInt32 codes can number)."""
+    known = owned.filter(pl.col("strength") > 0)
+    rows, columns = known["user_code"].to_numpy(), known["product_code"].to_numpy()
+    strength = known["strength"].to_numpy()
+    holds = sp.csr_matrix((np.ones(product_terms.height, dtype=np.uint64),
+                           (product_terms["product_code"].to_numpy(), product_terms["code"].to_numpy())),
+                          shape=(products, terms))
+    counts, held, pattern = {}, None, None
+    for event in BY_STRENGTH[:-1]:
+        shoppers = sp.csr_matrix(((strength == EVENT_STRENGTH[event]).astype(np.uint64) * 2**32 + 1,
+                                  (rows, columns)), shape=(users, products))
+        together = shoppers @ holds
+        together.sort_indices()
+        counts[event] = (together.data >> 32).astype(np.uint32)
+        held, pattern = together.data & (2**32 - 1), together
+    last = held - sum(count.astype(np.uint64) for count in counts.values())
+    user = np.repeat(np.arange(users, dtype=np.uint64), np.diff(pattern.indptr))
+    return pl.DataFrame({"key": user * 2**32 + pattern.indices.astype(np.uint64),
+                         **counts, BY_STRENGTH[-1]: last.astype(np.uint32)}).select("key", *BY_STRENGTH)
 
 
 def _bought_together(log: pl.DataFrame, product_codes: pl.DataFrame) -> pl.DataFrame:
