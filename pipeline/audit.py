@@ -121,10 +121,10 @@ class ClaimAudit:
             con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM frame")
             con.unregister("frame")
         con.execute("CREATE TEMP TABLE held AS SELECT DISTINCT product_id, unnest(attributes) AS term FROM products")
-        # Sorted by user, so that a slice of users (the writer's slices are runs of users) reads only the
-        # blocks holding them.
-        # The strongest event is the one with the largest (strength, time): one integer holds both (any
-        # timestamp's milliseconds from 1970 lie within +-2**53, so offset by 2**56 they fit below 2**57).
+        # Each shopper's strongest event on each product: the one with the largest (strength, time), and of
+        # equal strengths the latest, one integer holding both (any timestamp's milliseconds from 1970 lie
+        # within +-2**53, so offset by 2**56 they fit below 2**57). Sorted by user, so that a slice of users
+        # (the writer's slices are runs of users) reads only the blocks holding them.
         con.execute(f"""CREATE TEMP TABLE strongest AS
             WITH keyed AS (SELECT user_id, product_id, event_type,
                                   ({_STRENGTH}) * {2**57} + epoch_ms(timestamp) + {2**56} AS latest
